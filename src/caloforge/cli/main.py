@@ -1,0 +1,53 @@
+"""Entry point of the ``caloforge`` command: a thin layer over the library.
+
+Each sub-command lives in its own module of this package exposing
+``register(subparsers)``, which adds its parser and sets ``func`` to a callable taking
+the parsed arguments and returning an exit code. Heavy imports (torch) happen inside
+those callables so that ``caloforge --help`` and ``caloforge info`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .._version import __version__
+from ..errors import CaloforgeError
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+#: Sub-command modules, in the order ``--help`` lists them.
+COMMANDS = ("run", "simulate", "info", "train", "generate", "evaluate", "bench", "plot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caloforge",
+        description="Fast calorimeter shower simulation with latent generative models.",
+    )
+    parser.add_argument("--version", action="version", version=f"caloforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"{__package__}.{name}_cmd")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CaloforgeError as exc:
+        print(f"caloforge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"caloforge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"caloforge {args.command}: interrupted", file=sys.stderr)
+        return 130
