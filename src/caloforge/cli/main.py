@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from .._version import __version__
@@ -29,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"caloforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"{__package__}.{name}_cmd")
-        module.register(sub)
+        if importlib.util.find_spec(f"{__package__}.{name}_cmd") is None:
+            continue  # sub-command not built yet
+        importlib.import_module(f"{__package__}.{name}_cmd").register(sub)
     return parser
 
 
