@@ -165,3 +165,14 @@ def test_summary(tmp_path):
         float(np.mean(d.showers.sum(1, dtype=np.float64) / d.incident_energies.astype(np.float32))), rel=1e-5)
     write_point_clouds(tmp_path / "p.h5", _clouds())
     assert summarize_file(tmp_path / "p.h5")["n_showers"] == 2
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    write_showers(tmp_path / "a.h5", _sample(n=1))
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.h5").st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert mode == 0o666 & ~mask

@@ -10,6 +10,12 @@ from collections.abc import Iterator
 __all__ = ["atomic_path"]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -26,6 +32,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        # mkstemp creates the file private (0600); give the result the permissions an
+        # ordinary open() would have given it.
+        if os.path.isfile(tmp):
+            os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
