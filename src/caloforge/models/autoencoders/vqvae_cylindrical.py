@@ -1,0 +1,326 @@
+"""VQ-VAE for regular cylindrical geometries (CaloChallenge ds2 and ds3), Calo-VQ §4.2.
+
+Input is the calo-image (N, C, Z, A): C = radial bins (channels), Z = 45 layers,
+A = angular bins; ds2 is (9, 45, 16) and ds3 is (18, 45, 50) (spec A1). The values are the
+pre-processed x of Eq. 5. Every layer acting on (Z, A) is a cylindrical convolution.
+
+Encoder: conv_in -> per level [residual blocks, resample to the level's (Z, A)] ->
+middle [residual, self-attention, residual] -> norm, SiLU, conv to ``vq_dim``.
+Decoder: the mirror image, ending in a cylindrical convolution to C channels (the last
+layer, whose weight the adaptive GAN weight uses) and a softmax over the whole shower
+(``normalisation="global"``) or over each layer (``"layer"``), giving energy fractions f.
+
+Resampling is parameter-free: along the periodic angle by FFT (spec A14), along Z (not
+periodic) by linear interpolation with aligned end points — the paper gives no Z method.
+The condition (scaled incident energy, optionally a class id) is embedded once and applied
+by FiLM in every residual block of encoder and decoder.
+
+The flat CaloChallenge vector of a regular geometry is ordered (layer, alpha, r) with r
+fastest; :func:`flat_to_calo_image` / :func:`calo_image_to_flat` convert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from ...nn import (
+    AttentionBlock,
+    ConditionEmbedding,
+    CylindricalConv2d,
+    FFTResample,
+    ResidualBlock,
+    group_norm,
+)
+from ._common import VQVAEOutput, check_choice, check_positive
+from .quantizer import VectorQuantizer
+
+__all__ = [
+    "VQVAEConfig",
+    "CylindricalVQVAE",
+    "flat_to_calo_image",
+    "calo_image_to_flat",
+    "Resample2d",
+]
+
+
+def flat_to_calo_image(x: Tensor, n_layers: int, n_alpha: int, n_r: int) -> Tensor:
+    """(N, Z*A*R) flat, ordered (layer, alpha, r) -> calo-image (N, R, Z, A)."""
+    return x.reshape(x.shape[0], n_layers, n_alpha, n_r).permute(0, 3, 1, 2)
+
+
+def calo_image_to_flat(img: Tensor) -> Tensor:
+    """Calo-image (N, R, Z, A) -> (N, Z*A*R) flat, ordered (layer, alpha, r)."""
+    return img.permute(0, 2, 3, 1).reshape(img.shape[0], -1)
+
+
+@dataclass
+class VQVAEConfig:
+    """Configuration of :class:`CylindricalVQVAE`; the defaults are our ds2 paper-size model.
+
+    Fields:
+        in_channels: radial bins C (ds2 9, ds3 18).
+        n_layers: Z (45).
+        n_alpha: angular bins A (ds2 16, ds3 50).
+        channels: feature width at each resolution level (ours; chosen to land near
+            Table 6's 3.1 M stage-1 parameters for ds2).
+        resolutions: (Z, A) after each level's resampling; the last one is the latent grid,
+            whose size is Table 6's "shower codes" (ds2: 17 x 4 = 68; ours, not stated).
+        n_res_blocks: residual blocks per level on each side.
+        attention: self-attention block in the middle of encoder and decoder.
+        n_heads: heads of that attention block.
+        vq_dim: code dimension D (Table 6 "VQ dim").
+        n_codes: codebook size K (1024).
+        cond_in_dim: continuous condition features (1: scaled E_inc).
+        cond_dim: width of the condition embedding (Table 6 "cond. dim", spec A10).
+        cond_hidden_dim: hidden width of the condition MLP (ours).
+        n_classes: class ids (particle type); 0 = none.
+        normalisation: "global" (softmax over the shower) or "layer" (within each layer).
+        revive_dead_codes, dead_code_threshold: quantiser switch (off in the paper presets).
+        dropout: in residual blocks.
+    """
+
+    in_channels: int = 9
+    n_layers: int = 45
+    n_alpha: int = 16
+    channels: tuple[int, ...] = (128, 128)
+    resolutions: tuple[tuple[int, int], ...] = ((23, 8), (17, 4))
+    n_res_blocks: int = 1
+    attention: bool = True
+    n_heads: int = 1
+    vq_dim: int = 256
+    n_codes: int = 1024
+    cond_in_dim: int = 1
+    cond_dim: int = 1
+    cond_hidden_dim: int = 64
+    n_classes: int = 0
+    normalisation: str = "global"
+    revive_dead_codes: bool = False
+    dead_code_threshold: float = 1e-3
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        self.resolutions = tuple((int(z), int(a)) for z, a in self.resolutions)
+        check_choice("normalisation", self.normalisation, ("global", "layer"))
+        check_positive(
+            in_channels=self.in_channels,
+            n_layers=self.n_layers,
+            n_alpha=self.n_alpha,
+            vq_dim=self.vq_dim,
+            n_codes=self.n_codes,
+            cond_in_dim=self.cond_in_dim,
+            cond_dim=self.cond_dim,
+            n_heads=self.n_heads,
+        )
+        if len(self.channels) != len(self.resolutions) or not self.channels:
+            raise ConfigError(
+                f"channels {self.channels} and resolutions {self.resolutions} need the same, "
+                "non-zero length (one entry per level)"
+            )
+        if self.n_res_blocks < 0:
+            raise ConfigError(f"n_res_blocks must be >= 0, got {self.n_res_blocks}")
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return self.resolutions[-1]
+
+    @property
+    def n_shower_codes(self) -> int:
+        z, a = self.latent_shape
+        return z * a
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.n_layers, self.n_alpha)
+
+
+class Resample2d(nn.Module):
+    """Resample a calo-image to (Z_out, A_out): linear along Z, FFT along A.
+
+    With ``a_in`` known, the FFT resampling is applied as its exact (A_out, A_in) matrix
+    (see :class:`~caloforge.nn.FFTResample`). No parameters.
+
+    Shapes: (N, C, Z, A_in) -> (N, C, Z_out, A_out).
+    """
+
+    def __init__(self, z_out: int, a_out: int, a_in: int | None = None) -> None:
+        super().__init__()
+        self.z_out, self.a_out = int(z_out), int(a_out)
+        self.angular = FFTResample(self.a_out, dim=-1, in_size=a_in)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-2] != self.z_out:
+            n, c, z, a = x.shape
+            # interpolate along Z only: treat A as part of the batch
+            h = x.permute(0, 3, 1, 2).reshape(n * a, c, z)
+            h = F.interpolate(h, size=self.z_out, mode="linear", align_corners=True)
+            x = h.reshape(n, a, c, self.z_out).permute(0, 2, 3, 1)
+        return self.angular(x)
+
+    def extra_repr(self) -> str:
+        return f"z_out={self.z_out}, a_out={self.a_out}"
+
+
+class _Stage(nn.Module):
+    """Residual blocks (FiLM-conditioned) followed by an optional resampling."""
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        n_blocks: int,
+        cond_dim: int,
+        dropout: float,
+        resample: Resample2d | None,
+    ) -> None:
+        super().__init__()
+        blocks = []
+        for i in range(n_blocks):
+            blocks.append(ResidualBlock(cin if i == 0 else cout, cout, cond_dim, 2, 3, dropout))
+        self.blocks = nn.ModuleList(blocks)
+        # with no residual block, a 1x1 conv still changes the width
+        self.proj = CylindricalConv2d(cin, cout, 1) if (n_blocks == 0 and cin != cout) else None
+        self.resample = resample
+
+    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+        for b in self.blocks:
+            h = b(h, c)
+        if self.proj is not None:
+            h = self.proj(h)
+        return self.resample(h) if self.resample is not None else h
+
+
+class _Middle(nn.Module):
+    def __init__(self, ch: int, cfg: VQVAEConfig) -> None:
+        super().__init__()
+        self.res1 = ResidualBlock(ch, ch, cfg.cond_dim, 2, 3, cfg.dropout)
+        self.attn = AttentionBlock(ch, cfg.n_heads) if cfg.attention else nn.Identity()
+        self.res2 = ResidualBlock(ch, ch, cfg.cond_dim, 2, 3, cfg.dropout)
+
+    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+        return self.res2(self.attn(self.res1(h, c)), c)
+
+
+class CylindricalVQVAE(nn.Module):
+    """Conditional VQ-VAE on calo-images (N, C, Z, A) with a softmax output.
+
+    Use:
+        out = model(x, cond)                       # VQVAEOutput
+        f = model.decode_indices(codes, cond)      # codes (N, L) raster order or (N, Z', A')
+    """
+
+    def __init__(self, config: VQVAEConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        ch = cfg.channels
+        self.cond_embed = ConditionEmbedding(
+            cfg.cond_in_dim, cfg.cond_dim, cfg.cond_hidden_dim, cfg.n_classes
+        )
+
+        # ---- encoder
+        self.enc_in = CylindricalConv2d(cfg.in_channels, ch[0], 3)
+        enc = []
+        prev, a_in = ch[0], cfg.n_alpha
+        for c_out, (z, a) in zip(ch, cfg.resolutions):
+            enc.append(
+                _Stage(
+                    prev, c_out, cfg.n_res_blocks, cfg.cond_dim, cfg.dropout, Resample2d(z, a, a_in)
+                )
+            )
+            prev, a_in = c_out, a
+        self.enc_stages = nn.ModuleList(enc)
+        self.enc_mid = _Middle(ch[-1], cfg)
+        self.enc_norm = group_norm(ch[-1])
+        self.enc_out = CylindricalConv2d(ch[-1], cfg.vq_dim, 1)
+
+        self.quantizer = VectorQuantizer(
+            cfg.n_codes, cfg.vq_dim, cfg.revive_dead_codes, cfg.dead_code_threshold
+        )
+
+        # ---- decoder (mirror)
+        self.dec_in = CylindricalConv2d(cfg.vq_dim, ch[-1], 3)
+        self.dec_mid = _Middle(ch[-1], cfg)
+        targets = [(cfg.n_layers, cfg.n_alpha)] + list(cfg.resolutions[:-1])
+        dec = []
+        prev = ch[-1]
+        for i in reversed(range(len(ch))):
+            a_in = cfg.resolutions[i][1]
+            dec.append(
+                _Stage(
+                    prev,
+                    ch[i],
+                    cfg.n_res_blocks,
+                    cfg.cond_dim,
+                    cfg.dropout,
+                    Resample2d(*targets[i], a_in),
+                )
+            )
+            prev = ch[i]
+        self.dec_stages = nn.ModuleList(dec)
+        self.dec_norm = group_norm(ch[0])
+        self.dec_out = CylindricalConv2d(ch[0], cfg.in_channels, 3)
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def last_layer(self) -> Tensor:
+        """Weight of the decoder's last layer before the softmax (for the adaptive GAN weight)."""
+        return self.dec_out.weight
+
+    def embed_condition(self, cond: Tensor, class_id: Tensor | None = None) -> Tensor:
+        """cond (N, cond_in_dim) -> (N, cond_dim)."""
+        return self.cond_embed(cond, class_id)
+
+    def encode(self, x: Tensor, cond: Tensor, class_id: Tensor | None = None) -> Tensor:
+        """x (N, C, Z, A), cond (N, cond_in_dim) -> z_e (N, vq_dim, Z', A')."""
+        c = self.embed_condition(cond, class_id)
+        h = self.enc_in(x)
+        for s in self.enc_stages:
+            h = s(h, c)
+        h = self.enc_mid(h, c)
+        return self.enc_out(F.silu(self.enc_norm(h)))
+
+    def decode_logits(self, z_q: Tensor, cond: Tensor, class_id: Tensor | None = None) -> Tensor:
+        """z_q (N, vq_dim, Z', A'), cond -> logits x* (N, C, Z, A)."""
+        c = self.embed_condition(cond, class_id)
+        h = self.dec_mid(self.dec_in(z_q), c)
+        for s in self.dec_stages:
+            h = s(h, c)
+        return self.dec_out(F.silu(self.dec_norm(h)))
+
+    def normalise(self, logits: Tensor) -> Tensor:
+        """Softmax over the shower (global) or each layer (layer-wise): (N,C,Z,A) -> same."""
+        n, c, z, a = logits.shape
+        if self.config.normalisation == "global":
+            return torch.softmax(logits.reshape(n, -1), dim=-1).view(n, c, z, a)
+        per_layer = logits.permute(0, 2, 1, 3).reshape(n, z, c * a)
+        return torch.softmax(per_layer, dim=-1).view(n, z, c, a).permute(0, 2, 1, 3)
+
+    def decode(self, z_q: Tensor, cond: Tensor, class_id: Tensor | None = None) -> Tensor:
+        """z_q (N, vq_dim, Z', A') -> fractions f (N, C, Z, A)."""
+        return self.normalise(self.decode_logits(z_q, cond, class_id))
+
+    def decode_indices(
+        self, indices: Tensor, cond: Tensor, class_id: Tensor | None = None
+    ) -> Tensor:
+        """Codes (N, L) in raster order (Z' outer, A' inner; spec A17) or (N, Z', A')
+        -> fractions f (N, C, Z, A)."""
+        if indices.dim() == 2:
+            indices = indices.view(indices.shape[0], *self.config.latent_shape)
+        return self.decode(self.quantizer.decode_indices(indices), cond, class_id)
+
+    def forward(self, x: Tensor, cond: Tensor, class_id: Tensor | None = None) -> VQVAEOutput:
+        """x (N, C, Z, A) in Eq. 5's space, cond (N, cond_in_dim) -> :class:`VQVAEOutput`."""
+        z_e = self.encode(x, cond, class_id)
+        z_q, indices, losses = self.quantizer(z_e)
+        logits = self.decode_logits(z_q, cond, class_id)
+        return VQVAEOutput(self.normalise(logits), logits, indices, losses)
+
+    def n_parameters(self, include_codebook: bool = True) -> int:
+        """Trainable parameters (encoder + codebook + decoder; the discriminator is separate)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n if include_codebook else n - self.quantizer.codebook.weight.numel()
