@@ -1,0 +1,42 @@
+"""Fitted, invertible preprocessing whose state is stored in checkpoints as JSON.
+
+Every transform has ``fit(x)``, ``forward(x)`` / ``__call__``, ``inverse(y)``,
+``state_dict()`` and ``load_state_dict()``; :func:`transform_from_state` rebuilds any
+registered transform from its state.
+"""
+
+from .base import (
+    STATE_VERSION,
+    NotFittedError,
+    Transform,
+    list_transforms,
+    register_transform,
+    transform_from_state,
+)
+from .compose import Compose
+from .energy import IncidentEnergyScaling
+from .log import LogTransform
+from .logit import Logit
+from .normalize import ShowerNormalization, layer_energies
+from .ratios import LayerEnergyRatios
+from .scale import MinMaxScale, Standardize
+from .tokens import DigitTokenizer
+
+__all__ = [
+    "Compose",
+    "DigitTokenizer",
+    "IncidentEnergyScaling",
+    "LayerEnergyRatios",
+    "LogTransform",
+    "Logit",
+    "MinMaxScale",
+    "NotFittedError",
+    "STATE_VERSION",
+    "ShowerNormalization",
+    "Standardize",
+    "Transform",
+    "layer_energies",
+    "list_transforms",
+    "register_transform",
+    "transform_from_state",
+]
