@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from caloforge.geometry import (
+    PRESET_NAMES,
     CylindricalGeometry,
     GeometryError,
-    PRESET_NAMES,
     geometry_from_dict,
     get_geometry,
     ild_ecal,
@@ -37,7 +37,7 @@ def test_regular_shapes():
     assert get_geometry("ds2").image_shape == (45, 16, 9)
     assert get_geometry("ds3").image_shape == (45, 50, 18)
     with pytest.raises(GeometryError, match="irregular"):
-        get_geometry("ds1-photons").image_shape
+        _ = get_geometry("ds1-photons").image_shape
 
 
 def test_ds1_active_layers():

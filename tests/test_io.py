@@ -8,7 +8,6 @@ from caloforge.io import (
     PointCloudData,
     ShowerData,
     ShowerDataError,
-    ShowerFile,
     ShowerWriter,
     iter_showers,
     read_point_clouds,

@@ -12,6 +12,21 @@ __all__ = ["get_preset", "list_presets", "preset_description", "register_preset"
 
 _PRESETS: dict[str, tuple[Callable[[], Any], str]] = {}
 
+#: Modules whose import registers the built-in presets. They import models and training,
+#: which import this package, so they are loaded on first use rather than at import time.
+_BUILTIN_PRESET_MODULES = ("caloforge.configs.calovq",)
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        import importlib
+
+        for module in _BUILTIN_PRESET_MODULES:
+            importlib.import_module(module)
+
 
 def register_preset(name: str, factory: Callable[[], Any], description: str = "") -> None:
     """Register ``factory`` (no arguments, returns a fresh config) under ``name``."""
@@ -22,10 +37,12 @@ def register_preset(name: str, factory: Callable[[], Any], description: str = ""
 
 def list_presets() -> list[str]:
     """Registered preset names, sorted."""
+    _load_builtins()
     return sorted(_PRESETS)
 
 
 def _entry(name: str) -> tuple[Callable[[], Any], str]:
+    _load_builtins()
     if name not in _PRESETS:
         known = list_presets()
         raise ConfigError(

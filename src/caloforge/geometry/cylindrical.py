@@ -229,7 +229,7 @@ class CylindricalGeometry:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CylindricalGeometry":
+    def from_dict(cls, d: dict[str, Any]) -> CylindricalGeometry:
         d = dict(d)
         kind = d.pop("type", "cylindrical")
         if kind != "cylindrical":
@@ -246,7 +246,7 @@ class CylindricalGeometry:
             layer_thickness_mm=d.get("layer_thickness_mm"),
         )
 
-    def same_binning(self, other: "CylindricalGeometry") -> bool:
+    def same_binning(self, other: CylindricalGeometry) -> bool:
         """True when both geometries put every voxel at the same place."""
         return self.r_edges == other.r_edges and self.n_alpha == other.n_alpha
 

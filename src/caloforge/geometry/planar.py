@@ -100,7 +100,7 @@ class PlanarGeometry:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PlanarGeometry":
+    def from_dict(cls, d: dict[str, Any]) -> PlanarGeometry:
         d = dict(d)
         if d.pop("type", "planar") != "planar":
             raise GeometryError("not a planar geometry description")

@@ -170,7 +170,7 @@ class ShowerFile:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "ShowerFile":
+    def __enter__(self) -> ShowerFile:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -264,7 +264,7 @@ class ShowerWriter:
         except RuntimeError:
             pass
 
-    def __enter__(self) -> "ShowerWriter":
+    def __enter__(self) -> ShowerWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

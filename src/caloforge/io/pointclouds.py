@@ -157,7 +157,7 @@ class PointCloudWriter:
         self._file.close()
         self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
-    def __enter__(self) -> "PointCloudWriter":
+    def __enter__(self) -> PointCloudWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -80,7 +80,7 @@ class ShowerData:
         if self.particle is None:
             self.particle = self.geometry.particle
 
-    def validate(self) -> "ShowerData":
+    def validate(self) -> ShowerData:
         """Check for NaN/inf and negative energies; returns self for chaining."""
         check_finite_nonnegative(self.incident_energies, "incident energies",
                                  dataset="incident_energies", strictly_positive=True)
@@ -90,14 +90,14 @@ class ShowerData:
     def __len__(self) -> int:
         return int(self.showers.shape[0])
 
-    def __getitem__(self, index) -> "ShowerData":
+    def __getitem__(self, index) -> ShowerData:
         if isinstance(index, (int, np.integer)):
             index = slice(int(index), int(index) + 1)
         return ShowerData(self.incident_energies[index], self.showers[index], self.geometry,
                           self.particle)
 
     @classmethod
-    def concatenate(cls, parts: list["ShowerData"]) -> "ShowerData":
+    def concatenate(cls, parts: list[ShowerData]) -> ShowerData:
         if not parts:
             raise ShowerDataError("nothing to concatenate")
         g = parts[0].geometry
@@ -167,7 +167,7 @@ class PointCloudData:
         """Shower number of every point, shape (P,)."""
         return np.repeat(np.arange(len(self)), self.n_points)
 
-    def validate(self) -> "PointCloudData":
+    def validate(self) -> PointCloudData:
         check_finite_nonnegative(self.incident_energies, "incident energies",
                                  strictly_positive=True)
         if not np.isfinite(self.points).all():
@@ -179,7 +179,7 @@ class PointCloudData:
     def __len__(self) -> int:
         return len(self.incident_energies)
 
-    def __getitem__(self, index) -> "PointCloudData":
+    def __getitem__(self, index) -> PointCloudData:
         if isinstance(index, (int, np.integer)):
             index = slice(int(index), int(index) + 1)
         idx = np.arange(len(self))[index]

@@ -118,3 +118,22 @@ class TransformerBlock(nn.Module):
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         x = x + self.attn(self.ln1(x), cache, layer)
         return x + self.mlp(self.ln2(x))
+
+    def step(self, x: Tensor, cache: KVCache, layer: int = 0) -> Tensor:
+        """One new position in inference: x (N, d) -> (N, d); updates ``cache``.
+
+        The same function as ``forward(x[:, None], cache, layer)[:, 0]`` in eval mode,
+        written with functional calls on 2-D tensors: sampling at small batches is bound by
+        per-operator overhead (70 steps per shower), not by arithmetic.
+        """
+        n, d = x.shape
+        a = self.attn
+        h = a.n_heads
+        y = F.layer_norm(x, (d,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
+        q, k, v = F.linear(y, a.qkv.weight, a.qkv.bias).view(n, 3, h, 1, d // h).unbind(1)
+        k, v = cache.update(layer, k, v)
+        y = F.scaled_dot_product_attention(q, k, v)  # one query sees every cached key
+        x = x + F.linear(y.view(n, d), a.proj.weight, a.proj.bias)
+        fc1, act, fc2 = self.mlp[0], self.mlp[1], self.mlp[2]
+        y = F.layer_norm(x, (d,), self.ln2.weight, self.ln2.bias, self.ln2.eps)
+        return x + F.linear(act(F.linear(y, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)

@@ -41,7 +41,7 @@ class ShowerGenerator(Protocol):
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
-             ) -> "ShowerGenerator": ...
+             ) -> ShowerGenerator: ...
 
 
 _PIPELINES: dict[str, type] = {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
@@ -154,8 +155,30 @@ class GPT(nn.Module):
             logits (N, vocab_size) for token t.
         """
         start = cache.length if cache is not None else 0
+        if (
+            cache is not None
+            and 0 < start == tokens.shape[1]
+            and start < self.config.seq_len
+            and not self.training
+            and not torch.is_grad_enabled()
+        ):
+            return self._step(tokens[:, -1], cache)
         h = self._inputs(tokens, cond, class_id, start=start)
         return self._run(h, cache)[:, -1]
+
+    def _step(self, last: Tensor, cache: KVCache) -> Tensor:
+        """Logits after one more token (N,) with the cache holding all earlier positions.
+
+        The same function as the general path for this case (eval mode), with fewer
+        operators per step: no concatenation, 2-D activations and functional calls.
+        """
+        t = cache.length
+        h = F.embedding(last, self.tok_emb.weight) + self.pos_emb[t]
+        for i, blk in enumerate(self.blocks):
+            h = blk.step(h, cache, i)
+        cache.advance(1)
+        h = F.layer_norm(h, h.shape[-1:], self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
+        return F.linear(h, self.head.weight, self.head.bias)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

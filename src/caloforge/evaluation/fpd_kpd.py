@@ -1,0 +1,188 @@
+"""Fréchet and kernel physics distances (FPD, KPD) on high-level features.
+
+* FPD: the Fréchet distance between Gaussians fitted to the two samples,
+  ``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2})``. Its estimate is biased upwards by
+  a term ~1/N, so it is evaluated at 10 sample sizes (20 random batches each, without
+  replacement inside a batch) and extrapolated to 1/N = 0 with a linear fit; the error is
+  the standard error of the fitted intercept.
+* KPD: the unbiased estimator of the squared maximum mean discrepancy with the
+  polynomial kernel ``k(x, y) = (x.y / d + 1)^4``; median over 10 batches of 10k showers,
+  error half the 16-84 % inter-quantile range.
+
+Features are divided by the maximum absolute value of the reference (per column) before
+either metric (:func:`scale_by_reference`). Reports multiply both by 1e3.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CaloforgeError
+
+__all__ = [
+    "InsufficientDataError",
+    "frechet_distance",
+    "fpd",
+    "kpd",
+    "mmd2_unbiased_poly",
+    "scale_by_reference",
+]
+
+
+class InsufficientDataError(CaloforgeError, ValueError):
+    """Too few showers for a metric to mean anything."""
+
+
+def scale_by_reference(x_ref: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Divide every column by the reference's max |value| (columns that are 0 stay 0)."""
+    scale = np.max(np.abs(x_ref), axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    return [np.asarray(x, dtype=np.float64) / scale for x in (x_ref, *others)]
+
+
+def _gaussian_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """Fréchet (2-Wasserstein squared) distance between N(mu1, cov1) and N(mu2, cov2).
+
+    ``Tr sqrt(S1 S2)`` is computed as ``sum sqrt(eig(A S2 A))`` with ``A = S1^{1/2}``
+    (symmetric, so two symmetric eigendecompositions replace a general matrix square
+    root; negative round-off eigenvalues are clipped at 0).
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
+    w, v = np.linalg.eigh(0.5 * (cov1 + cov1.T))
+    a = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    m = a @ cov2 @ a
+    ev = np.linalg.eigvalsh(0.5 * (m + m.T))
+    tr_covmean = float(np.sqrt(np.clip(ev, 0.0, None)).sum())
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * tr_covmean)
+
+
+class _BlockStats:
+    """Sums of x and x x^T over blocks of a once-shuffled sample.
+
+    A batch of ``n`` rows is a random set of ``n / block`` blocks; since the rows were
+    shuffled, its rows are a uniform random subset drawn without replacement, and its
+    mean and covariance follow from the block sums in O(blocks D^2) instead of O(n D^2).
+    """
+
+    def __init__(self, x: np.ndarray, block: int, rng: np.random.Generator):
+        x = x[rng.permutation(len(x))]
+        nb = len(x) // block
+        xb = x[: nb * block].reshape(nb, block, -1)
+        self.block, self.n_blocks = block, nb
+        self.s1 = xb.sum(axis=1)  # (nb, D)
+        self.s2 = np.einsum("bni,bnj->bij", xb, xb, optimize=True)  # (nb, D, D)
+
+    def stats(self, n_blocks: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        sel = rng.choice(self.n_blocks, n_blocks, replace=False)
+        n = n_blocks * self.block
+        s1 = self.s1[sel].sum(axis=0)
+        s2 = self.s2[sel].sum(axis=0)
+        mu = s1 / n
+        cov = (s2 - n * np.outer(mu, mu)) / (n - 1)
+        return mu, cov
+
+
+def fpd(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 10_000,
+        max_samples: int | None = None, n_sizes: int = 10, n_batches: int = 20,
+        rng: np.random.Generator | int | None = 0) -> tuple[float, float]:
+    """FPD extrapolated to infinite sample size.
+
+    Batch sizes run from ``min_samples`` to ``max_samples`` in ``n_sizes`` steps (rounded
+    to whole blocks of ``min_samples // 20`` rows, see :class:`_BlockStats`); at each size
+    the Fréchet distance is averaged over ``n_batches`` random batches, then a straight
+    line in 1/N is fitted and its intercept is the FPD.
+
+    Args:
+        x_ref, x_gen: (N1, D) and (N2, D) features, already scaled.
+        min_samples: smallest batch size; both samples must hold at least this many.
+        max_samples: largest batch size (default: the smaller sample size).
+        n_sizes, n_batches: sizes between min and max, batches per size.
+
+    Returns:
+        (value, error): intercept of the linear fit of FD against 1/N and its standard
+        error.
+    """
+    rng = np.random.default_rng(rng)
+    x_ref, x_gen = np.asarray(x_ref, np.float64), np.asarray(x_gen, np.float64)
+    n_max = min(len(x_ref), len(x_gen))
+    if n_max < min_samples or min_samples < 2:
+        raise InsufficientDataError(
+            f"FPD needs at least {min_samples} showers per sample, got {len(x_ref)} and {len(x_gen)}")
+    hi = n_max if max_samples is None else min(n_max, max_samples)
+    block = max(1, min_samples // 20)
+    ref_b, gen_b = _BlockStats(x_ref, block, rng), _BlockStats(x_gen, block, rng)
+    max_blocks = min(ref_b.n_blocks, gen_b.n_blocks, hi // block)
+    blocks = np.unique(np.linspace(min_samples // block, max_blocks, n_sizes).astype(int))
+    sizes = blocks * block
+    vals = np.empty(len(blocks))
+    for i, nb in enumerate(blocks):
+        vals[i] = np.mean([frechet_distance(*ref_b.stats(nb, rng), *gen_b.stats(nb, rng))
+                           for _ in range(n_batches)])
+    inv = 1.0 / sizes
+    if len(inv) < 3:
+        return float(vals.mean()), float(vals.std())
+    A = np.stack([inv, np.ones_like(inv)], axis=1)
+    coef, *_ = np.linalg.lstsq(A, vals, rcond=None)
+    resid = vals - A @ coef
+    dof = max(len(vals) - 2, 1)
+    cov = np.linalg.inv(A.T @ A) * (resid @ resid) / dof
+    return float(coef[1]), float(np.sqrt(max(cov[1, 1], 0.0)))
+
+
+def _poly_kernel_sum(x: np.ndarray, y: np.ndarray, d: int, same: bool, block: int = 2048) -> float:
+    """Sum of (x.y/d + 1)^4 over all pairs (i != j when ``same``), in blocks."""
+    # float32 dot products (the expensive part), kernel and sums in float64: generated
+    # features may exceed the reference's scale by orders of magnitude, and a float32
+    # fourth power would overflow
+    total = 0.0
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    for lo in range(0, len(x), block):
+        k = (x32[lo:lo + block] @ y32.T).astype(np.float64)
+        k *= 1.0 / d
+        k += 1.0
+        k *= k
+        k *= k
+        total += float(k.sum(dtype=np.float64))
+        if same:
+            idx = np.arange(lo, min(lo + block, len(x)))
+            total -= float(k[idx - lo, idx].sum(dtype=np.float64))
+    return total
+
+
+def mmd2_unbiased_poly(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 with the kernel (x.y/d + 1)^4; (n, d) and (m, d) -> float."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    n, m, d = len(x), len(y), x.shape[1]
+    if n < 2 or m < 2:
+        raise InsufficientDataError("MMD needs at least two samples on each side")
+    kxx = _poly_kernel_sum(x, x, d, True) / (n * (n - 1))
+    kyy = _poly_kernel_sum(y, y, d, True) / (m * (m - 1))
+    kxy = _poly_kernel_sum(x, y, d, False) / (n * m)
+    return float(kxx + kyy - 2.0 * kxy)
+
+
+def kpd(x_ref: np.ndarray, x_gen: np.ndarray, *, n_batches: int = 10, batch_size: int = 10_000,
+        rng: np.random.Generator | int | None = 0) -> tuple[float, float]:
+    """KPD: median over ``n_batches`` of the unbiased MMD^2 on ``batch_size`` showers from
+    each sample; error is half the 16-84 % inter-quantile range.
+
+    Batches are drawn without replacement within a batch; when a sample holds fewer than
+    ``batch_size`` showers an :class:`InsufficientDataError` is raised.
+    """
+    rng = np.random.default_rng(rng)
+    if min(len(x_ref), len(x_gen)) < batch_size:
+        raise InsufficientDataError(
+            f"KPD needs at least {batch_size} showers per sample, got {len(x_ref)} and {len(x_gen)}")
+    vals = np.array([
+        mmd2_unbiased_poly(x_ref[rng.choice(len(x_ref), batch_size, replace=False)],
+                           x_gen[rng.choice(len(x_gen), batch_size, replace=False)])
+        for _ in range(n_batches)
+    ])
+    q16, q84 = np.percentile(vals, [16, 84])
+    return float(np.median(vals)), float(0.5 * (q84 - q16))

@@ -1,0 +1,703 @@
+"""Evaluate generated CaloChallenge files against a reference: metrics, table, report.
+
+:func:`evaluate` computes, for every generated file and for the reference floor (one half
+of the reference against the other, see :mod:`.floor`), the same fixed set of metrics
+(:data:`METRIC_KEYS`); :func:`format_table` prints them side by side and
+:func:`write_report` writes ``metrics.json`` and ``report.html`` (plots embedded as PNG).
+A metric that cannot be computed (too few showers, classifier switched off, a failing
+plot) keeps its row, has value ``None`` and a note saying why, and the report marks it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CaloforgeError
+from ..geometry import CylindricalGeometry
+from ..io import ShowerFile
+from .cache import cached_features
+from .classifier import ClassifierResult, classifier_test, low_level_inputs
+from .features import ShowerFeatures, apply_threshold, default_threshold, high_level_vector
+from .floor import split_halves
+from .fpd_kpd import InsufficientDataError, fpd, kpd, scale_by_reference
+from .prdc import log_voxels, prdc
+from .separation import separation_powers
+
+__all__ = [
+    "EvaluationOptions",
+    "EvaluationResult",
+    "METRIC_KEYS",
+    "Metric",
+    "compare",
+    "evaluate",
+    "format_table",
+    "make_plots",
+    "write_report",
+]
+
+_SEP_FEATURES = ("response", "e_tot", "e_layer", "ec_eta", "ec_phi", "width_eta", "width_phi",
+                 "ec_r", "width_r", "sparsity", "voxel_energy", "shower_depth")
+_W1_FEATURES = ("response", "e_layer", "ec_eta", "ec_phi", "width_eta", "width_phi", "ec_r",
+                "width_r", "sparsity", "shower_depth")
+
+#: Every metric reported, in table order: (key, label).
+METRICS = (
+    *((f"sep/{f}", f"separation power {f}") for f in _SEP_FEATURES),
+    *((f"w1/{f}", f"W1 {f} (standardised)") for f in _W1_FEATURES),
+    ("fpd", "FPD x1e3"),
+    ("kpd", "KPD x1e3"),
+    ("prdc/precision", "precision (k=5)"),
+    ("prdc/recall", "recall (k=5)"),
+    ("prdc/density", "density (k=5)"),
+    ("prdc/coverage", "coverage (k=5)"),
+    ("cls_low/auc", "classifier low-level AUC"),
+    ("cls_low/jsd", "classifier low-level JSD"),
+    ("cls_high/auc", "classifier high-level AUC"),
+    ("cls_high/jsd", "classifier high-level JSD"),
+)
+METRIC_KEYS = tuple(k for k, _ in METRICS)
+
+
+@dataclass
+class Metric:
+    """One number of the report: value (None when not computed), error, and a note."""
+
+    value: float | None
+    error: float | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "error": self.error, "note": self.note}
+
+
+@dataclass
+class EvaluationOptions:
+    """What to compute and with how many showers.
+
+    Attributes:
+        classifier: ``"none"``, ``"cpu"`` or ``"official"`` (classifier preset).
+        classifier_epochs: overrides the preset's number of epochs.
+        max_lowlevel: showers per class for the low-level classifier (also capped so that
+            one sample's voxels take at most ``voxel_memory_bytes``).
+        max_prdc: showers per side for precision/recall/density/coverage (the kNN
+            distances cost O(n^2 V); 5000 keeps ds2 near 10 s per comparison).
+        prdc_k: neighbours for PRDC.
+        fpd_min_samples: smallest FPD batch (the issue asks for at least 10k).
+        fpd_sizes, fpd_batches: FPD sample sizes and batches per size (10 and 20).
+        kpd_batch_size, kpd_batches: KPD batches.
+        w1_subsamples: subsamples of the W1 error.
+        voxel_memory_bytes: cap on the voxels read into memory per sample.
+        seed: seeds every random choice.
+    """
+
+    classifier: str = "cpu"
+    classifier_epochs: int | None = None
+    max_lowlevel: int = 50_000
+    max_prdc: int = 5_000
+    prdc_k: int = 5
+    fpd_min_samples: int = 10_000
+    fpd_sizes: int = 10
+    fpd_batches: int = 20
+    kpd_batch_size: int = 10_000
+    kpd_batches: int = 10
+    w1_subsamples: int = 10
+    voxel_memory_bytes: int = 1_500_000_000
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.classifier not in ("none", "cpu", "official"):
+            raise CaloforgeError(f"classifier must be none, cpu or official, not {self.classifier!r}")
+
+
+@dataclass
+class EvaluationResult:
+    """Everything :func:`evaluate` found.
+
+    Attributes:
+        labels: generated sample labels, in order.
+        floor: metrics of reference half A vs half B.
+        models: ``{label: metrics}`` of each generated sample vs reference half B.
+        details: per-layer separation powers etc., ``{"floor" | label: {...}}``.
+        warnings: human-readable warnings (also marked in the report).
+        meta: files, sizes, geometry, threshold, timings.
+        classifier_results: ``{row: {"cls_low" | "cls_high": ClassifierResult}}``.
+        type_one: high-level classifier between generated samples, ``{"A vs B": metrics}``.
+        features: ``{"reference" | label: ShowerFeatures}`` (for plots).
+    """
+
+    labels: list[str]
+    floor: dict[str, Metric]
+    models: dict[str, dict[str, Metric]]
+    details: dict
+    warnings: list[str]
+    meta: dict
+    geometry: CylindricalGeometry
+    classifier_results: dict = field(default_factory=dict, repr=False)
+    type_one: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict:
+        return {
+            "metric_keys": list(METRIC_KEYS),
+            "floor": {k: m.to_dict() for k, m in self.floor.items()},
+            "models": {lab: {k: m.to_dict() for k, m in ms.items()} for lab, ms in self.models.items()},
+            "type_one": {k: {kk: m.to_dict() for kk, m in v.items()} for k, v in self.type_one.items()},
+            "details": self.details,
+            "warnings": self.warnings,
+            "meta": self.meta,
+        }
+
+
+# ------------------------------------------------------------------- metrics
+def _finite_or_note(value: float, error: float | None = None, why: str = "undefined") -> Metric:
+    if value is None or not np.isfinite(value):
+        return Metric(None, None, why)
+    if error is not None and not np.isfinite(error):
+        error = None
+    return Metric(float(value), None if error is None else float(error))
+
+
+def _w1_metrics(ref: ShowerFeatures, gen: ShowerFeatures, geometry, opts) -> dict[str, Metric]:
+    from .wasserstein import w1_with_error
+
+    out = {}
+    cols = {"e_layer": geometry.active_layers, "sparsity": geometry.active_layers,
+            "ec_r": geometry.active_layers, "width_r": geometry.active_layers,
+            "ec_eta": geometry.alpha_binned_layers, "ec_phi": geometry.alpha_binned_layers,
+            "width_eta": geometry.alpha_binned_layers, "width_phi": geometry.alpha_binned_layers,
+            "shower_depth": range(ref.shower_depth.shape[1])}
+    n = min(len(ref), len(gen))
+    sub = max(1, n // opts.w1_subsamples)
+    for feat in _W1_FEATURES:
+        if feat == "response":
+            pairs = [(ref.response, gen.response)]
+        else:
+            a, b = getattr(ref, feat), getattr(gen, feat)
+            pairs = [(a[:, c], b[:, c]) for c in cols[feat]]
+        if not pairs:
+            out[f"w1/{feat}"] = Metric(None, None, "no layers with this feature")
+            continue
+        vals = [w1_with_error(x, y, n_subsamples=opts.w1_subsamples, subsample_size=sub,
+                              rng=opts.seed) for x, y in pairs]
+        m = float(np.mean([v for v, _ in vals]))
+        e = float(np.sqrt(np.sum([s ** 2 for _, s in vals])) / len(vals))
+        out[f"w1/{feat}"] = _finite_or_note(m, e)
+    return out
+
+
+def compare(ref: ShowerFeatures, gen: ShowerFeatures, geometry: CylindricalGeometry, *,
+            ref_voxels: tuple[np.ndarray, np.ndarray] | None = None,
+            gen_voxels: tuple[np.ndarray, np.ndarray] | None = None,
+            options: EvaluationOptions | None = None) -> tuple[dict[str, Metric], dict, dict]:
+    """All metrics of ``gen`` against ``ref``.
+
+    Args:
+        ref, gen: features of the two samples.
+        ref_voxels, gen_voxels: ``(e_inc (n,), thresholded showers (n, V))`` for the
+            low-level metrics (PRDC, low-level classifier); None marks them not computed.
+        options: :class:`EvaluationOptions`.
+
+    Returns:
+        (metrics, details, classifier_results): ``metrics`` has exactly the keys
+        :data:`METRIC_KEYS`, whatever was computed.
+    """
+    opts = options or EvaluationOptions()
+    metrics: dict[str, Metric] = {}
+    details: dict = {}
+    sp = separation_powers(ref, gen, geometry)
+    for feat in _SEP_FEATURES:
+        metrics[f"sep/{feat}"] = _finite_or_note(sp[feat]["mean"], why="no entries in the binning range")
+    details["separation_power"] = sp
+    try:
+        metrics.update(_w1_metrics(ref, gen, geometry, opts))
+    except (CaloforgeError, ImportError, ValueError) as exc:
+        for feat in _W1_FEATURES:
+            metrics[f"w1/{feat}"] = Metric(None, None, f"W1 failed: {exc}")
+    hl_ref, hl_gen = high_level_vector(ref, geometry), high_level_vector(gen, geometry)
+    s_ref, s_gen = scale_by_reference(hl_ref, hl_gen)
+    try:
+        v, e = fpd(s_ref, s_gen, min_samples=opts.fpd_min_samples, n_sizes=opts.fpd_sizes,
+                   n_batches=opts.fpd_batches, rng=opts.seed)
+        metrics["fpd"] = _finite_or_note(v * 1e3, e * 1e3)
+    except InsufficientDataError as exc:
+        metrics["fpd"] = Metric(None, None, str(exc))
+    try:
+        v, e = kpd(s_ref, s_gen, batch_size=opts.kpd_batch_size, n_batches=opts.kpd_batches,
+                   rng=opts.seed)
+        metrics["kpd"] = _finite_or_note(v * 1e3, e * 1e3)
+    except InsufficientDataError as exc:
+        metrics["kpd"] = Metric(None, None, str(exc))
+    if ref_voxels is not None and gen_voxels is not None:
+        n = min(opts.max_prdc, len(ref_voxels[1]), len(gen_voxels[1]))
+        try:
+            r = prdc(log_voxels(ref_voxels[1][:n]), log_voxels(gen_voxels[1][:n]), k=opts.prdc_k)
+            for name in ("precision", "recall", "density", "coverage"):
+                metrics[f"prdc/{name}"] = Metric(r[name], None, None)
+            details["prdc_n"] = n
+        except InsufficientDataError as exc:
+            for name in ("precision", "recall", "density", "coverage"):
+                metrics[f"prdc/{name}"] = Metric(None, None, str(exc))
+    else:
+        for name in ("precision", "recall", "density", "coverage"):
+            metrics[f"prdc/{name}"] = Metric(None, None, "voxels not provided")
+    cls_results: dict[str, ClassifierResult] = {}
+    runs = {"cls_high": (hl_ref, hl_gen)}
+    if ref_voxels is not None and gen_voxels is not None:
+        runs["cls_low"] = (low_level_inputs(*ref_voxels), low_level_inputs(*gen_voxels))
+    for kind in ("cls_low", "cls_high"):
+        if opts.classifier == "none":
+            note = "classifier not run (--classifier none)"
+        elif kind not in runs:
+            note = "voxels not provided"
+        else:
+            try:
+                res = classifier_test(*runs[kind], preset=opts.classifier, seed=opts.seed,
+                                      epochs=opts.classifier_epochs)
+                cls_results[kind] = res
+                metrics[f"{kind}/auc"] = _finite_or_note(res.auc)
+                metrics[f"{kind}/jsd"] = _finite_or_note(res.jsd)
+                details[kind] = {"n_per_class": res.n_per_class, "best_epoch": res.best_epoch,
+                                 "test_accuracy": res.test_accuracy, "preset": res.preset,
+                                 "hidden": list(res.hidden)}
+                continue
+            except InsufficientDataError as exc:
+                note = str(exc)
+        metrics[f"{kind}/auc"] = Metric(None, None, note)
+        metrics[f"{kind}/jsd"] = Metric(None, None, note)
+    return {k: metrics[k] for k in METRIC_KEYS}, details, cls_results
+
+
+# ------------------------------------------------------------------ evaluate
+def _read_voxels(f: ShowerFile, n: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """First ``n`` showers of a file, thresholded, as (e_inc, showers float32)."""
+    n = min(n, len(f))
+    e = np.empty(n, dtype=np.float64)
+    s = np.empty((n, f.geometry.n_voxels), dtype=np.float32)  # filled in place: no 2x peak
+    lo = 0
+    for chunk in f.iter_chunks(max(1, int(4e7 // f.geometry.n_voxels)), 0, n):
+        hi = lo + len(chunk)
+        e[lo:hi] = chunk.incident_energies
+        s[lo:hi] = apply_threshold(chunk.showers, threshold)
+        lo = hi
+    return e, s
+
+
+def _check_energies(ref_e: np.ndarray, gen_e: np.ndarray, label: str, warnings: list[str]) -> None:
+    from scipy.stats import ks_2samp
+
+    lo, hi = max(ref_e.min(), gen_e.min()), min(ref_e.max(), gen_e.max())
+    if lo > hi:
+        raise CaloforgeError(
+            f"incident energies of {label!r} ({gen_e.min():.4g}..{gen_e.max():.4g} MeV) do not "
+            f"overlap those of the reference ({ref_e.min():.4g}..{ref_e.max():.4g} MeV); "
+            "the samples cannot be compared")
+    ks = ks_2samp(ref_e, gen_e)
+    if ks.pvalue < 1e-3:
+        warnings.append(
+            f"{label}: incident-energy spectrum differs from the reference's (KS statistic "
+            f"{ks.statistic:.3f}, p = {ks.pvalue:.1e}); shower metrics then mix generator "
+            "quality with the different spectrum")
+
+
+def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
+             labels: list[str] | None = None, *, options: EvaluationOptions | None = None,
+             threshold: float | None = None, max_showers: int | None = None,
+             cache_dir: str | os.PathLike | None = None, geometry=None,
+             log=None) -> EvaluationResult:
+    """Evaluate generated CaloChallenge files against a reference file.
+
+    Args:
+        reference: reference file (e.g. Geant4 or the reference simulator).
+        generated: generated files, same geometry.
+        labels: one per generated file (default: file names).
+        options: :class:`EvaluationOptions`.
+        threshold: voxel threshold in MeV (default: the dataset's).
+        max_showers: read at most this many showers of each file.
+        cache_dir: feature cache directory (None: no cache).
+        geometry: geometry (object or preset name) when it cannot be detected.
+        log: callable taking a progress message (default: silent).
+
+    Raises:
+        CaloforgeError: mismatched geometries, non-overlapping energy spectra, bad labels.
+    """
+    opts = options or EvaluationOptions()
+    say = log or (lambda msg: None)
+    generated = [os.fspath(p) for p in generated]
+    if not generated:
+        raise CaloforgeError("no generated file to evaluate")
+    if labels is None:
+        labels = [os.path.splitext(os.path.basename(p))[0] for p in generated]
+    if len(labels) != len(generated):
+        raise CaloforgeError(f"{len(labels)} labels for {len(generated)} generated files")
+    if len(set(labels)) != len(labels) or "reference floor" in labels:
+        raise CaloforgeError(f"labels must be distinct and not 'reference floor': {labels}")
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    with ShowerFile(reference, geometry) as rf:
+        geo = rf.geometry
+        n_ref = len(rf) if max_showers is None else min(len(rf), max_showers)
+    gen_sizes = []
+    for path in generated:
+        with ShowerFile(path, geometry if geometry is not None else geo) as gf:
+            if not gf.geometry.same_binning(geo):
+                raise CaloforgeError(f"{path}: geometry {gf.geometry.name!r} differs from the "
+                                     f"reference's {geo.name!r}")
+            gen_sizes.append(len(gf) if max_showers is None else min(len(gf), max_showers))
+    thr = default_threshold(geo) if threshold is None else float(threshold)
+    if not thr >= 0:
+        raise CaloforgeError(f"threshold must be >= 0 MeV, got {thr}")
+    if n_ref < 4:
+        raise CaloforgeError(f"the reference holds {n_ref} showers; at least 4 are needed")
+
+    say("features of the reference")
+    t = time.perf_counter()
+    ref_f, hit = cached_features(reference, cache_dir=cache_dir, threshold=thr,
+                                 max_showers=max_showers, geometry=geo)
+    gen_f = {}
+    hits = {"reference": hit}
+    for lab, path in zip(labels, generated):
+        say(f"features of {lab}")
+        gen_f[lab], hits[lab] = cached_features(path, cache_dir=cache_dir, threshold=thr,
+                                                max_showers=max_showers, geometry=geo)
+    timings["features_s"] = time.perf_counter() - t
+    for lab in labels:
+        _check_energies(ref_f.e_inc, gen_f[lab].e_inc, lab, warnings)
+
+    idx_a, idx_b = split_halves(len(ref_f))
+    ref_a, ref_b = ref_f.subset(idx_a), ref_f.subset(idx_b)
+    n_cmp = len(ref_a)
+    for lab, g in list(gen_f.items()):
+        if len(g) < n_cmp:
+            warnings.append(f"{lab}: {len(g)} showers, fewer than the {n_cmp} of each reference "
+                            "half; its statistical noise is larger than the floor's")
+        gen_f[lab] = g.subset(slice(0, n_cmp))
+
+    # voxels for PRDC and the low-level classifier: the first rows of every file
+    cap = max(1, int(opts.voxel_memory_bytes // (4 * geo.n_voxels)))
+    k_low = min(opts.max_lowlevel, cap) if opts.classifier != "none" else 0
+    k = min(max(k_low, opts.max_prdc), cap, n_cmp)
+    if opts.classifier != "none" and k < min(opts.max_lowlevel, n_cmp):
+        warnings.append(f"low-level classifier uses {k} showers per class (memory cap of "
+                        f"{opts.voxel_memory_bytes / 1e9:.1f} GB per sample)")
+    t = time.perf_counter()
+    with ShowerFile(reference, geo) as rf:
+        e_r, s_r = _read_voxels(rf, min(2 * k, n_ref), thr)
+    # strided views (even / odd rows, as split_halves), not copies: the voxels of the
+    # reference are held once
+    vox_a, vox_b = (e_r[0::2], s_r[0::2]), (e_r[1::2], s_r[1::2])
+    timings["read_voxels_s"] = time.perf_counter() - t
+
+    details: dict = {}
+    cls_all: dict = {}
+    say("reference floor (half A vs half B)")
+    t = time.perf_counter()
+    floor, details["reference floor"], cls_all["reference floor"] = compare(
+        ref_a, ref_b, geo, ref_voxels=vox_b, gen_voxels=vox_a, options=opts)
+    timings["floor_s"] = time.perf_counter() - t
+    models = {}
+    for lab, path in zip(labels, generated):
+        say(f"metrics of {lab}")
+        t = time.perf_counter()
+        with ShowerFile(path, geo) as gf:
+            vox_g = _read_voxels(gf, min(k, len(gf)), thr)
+        models[lab], details[lab], cls_all[lab] = compare(
+            ref_b, gen_f[lab], geo, ref_voxels=vox_b, gen_voxels=vox_g, options=opts)
+        del vox_g
+        timings[f"{lab}_s"] = time.perf_counter() - t
+    type_one = {}
+    if opts.classifier != "none" and len(labels) > 1:
+        for i, a in enumerate(labels):
+            for b in labels[i + 1:]:
+                say(f"type-I classifier {a} vs {b}")
+                try:
+                    r = classifier_test(high_level_vector(gen_f[a], geo),
+                                        high_level_vector(gen_f[b], geo),
+                                        preset=opts.classifier, seed=opts.seed,
+                                        epochs=opts.classifier_epochs)
+                    type_one[f"{a} vs {b}"] = {"cls_high/auc": Metric(r.auc),
+                                               "cls_high/jsd": Metric(r.jsd)}
+                except InsufficientDataError as exc:
+                    type_one[f"{a} vs {b}"] = {"cls_high/auc": Metric(None, None, str(exc)),
+                                               "cls_high/jsd": Metric(None, None, str(exc))}
+    for row, ms in [("reference floor", floor), *models.items()]:
+        for key, m in ms.items():
+            if m.value is None and not (m.note or "").startswith("classifier not run"):
+                warnings.append(f"{row}: {key} not computed: {m.note}")
+    timings["total_s"] = time.perf_counter() - t0
+    meta = {
+        "reference": os.path.abspath(os.fspath(reference)),
+        "generated": {lab: os.path.abspath(p) for lab, p in zip(labels, generated)},
+        "geometry": geo.name, "threshold_mev": thr,
+        "n_reference": n_ref, "n_per_half": n_cmp,
+        "n_generated": dict(zip(labels, gen_sizes)),
+        "n_voxel_showers": k, "classifier": opts.classifier,
+        "options": {k_: v for k_, v in vars(opts).items()},
+        "cache_hits": hits, "timings": timings,
+        "machine": _machine(),
+    }
+    return EvaluationResult(labels=list(labels), floor=floor, models=models, details=details,
+                            warnings=warnings, meta=meta, geometry=geo,
+                            classifier_results=cls_all, type_one=type_one,
+                            features={"reference": ref_f, **gen_f})
+
+
+def _machine() -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+# --------------------------------------------------------------------- table
+def _fmt(m: Metric) -> str:
+    if m.value is None:
+        return "n/a*"
+    v = m.value
+    s = f"{v:.4f}" if abs(v) < 100 else f"{v:.4g}"
+    if m.error is not None:
+        s += f" ± {m.error:.2g}"
+    return s
+
+
+def format_table(result: EvaluationResult) -> str:
+    """Plain-text table: one row per metric, one column per sample (floor first)."""
+    cols = ["reference floor", *result.labels]
+    rows = [[label, *(_fmt(({"reference floor": result.floor} | result.models)[c][key]) for c in cols)]
+            for key, label in METRICS]
+    header = ["metric", *cols]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    out = [line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
+    if result.type_one:
+        out.append("")
+        out.append("type-I classifier (generated vs generated, high-level):")
+        for pair, ms in result.type_one.items():
+            out.append(f"  {pair}: AUC {_fmt(ms['cls_high/auc'])}, JSD {_fmt(ms['cls_high/jsd'])}")
+    if any(m.value is None for ms in [result.floor, *result.models.values()] for m in ms.values()):
+        out.append("* n/a: not computed; see the warnings")
+    if result.warnings:
+        out.append("")
+        out.extend(f"WARNING: {w}" for w in result.warnings)
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------- plots
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def make_plots(result: EvaluationResult) -> tuple[list[tuple[str, str]], list[str]]:
+    """CaloChallenge-style plots of a result as base64 PNGs.
+
+    Each plot is made independently; one that fails (plotting extra missing, a plotting
+    error) is skipped and reported as a warning, so the report is still written.
+
+    Returns:
+        (plots, warnings): plots as ``[(title, base64 png)]``.
+    """
+    plots: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from . import plots as P
+    except Exception as exc:  # noqa: BLE001 - any failure to import plotting is reported
+        return [], [f"plots skipped: plotting unavailable ({type(exc).__name__}: {exc})"]
+    geo = result.geometry
+    ref = result.features["reference"]
+    gens = {lab: result.features[lab] for lab in result.labels}
+
+    def ratio_fig():
+        return plt.subplots(2, 1, figsize=(6, 5), sharex=True,
+                            gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+
+    def attempt(title, fn):
+        try:
+            fig = fn()
+            plots.append((title, _png(fig)))
+        except Exception as exc:  # noqa: BLE001 - a failed plot must not lose the report
+            plt.close("all")
+            warnings.append(f"plot {title!r} failed: {type(exc).__name__}: {exc}")
+
+    from .binning import feature_bins
+
+    def hist(title, getter, bins, xlabel, logx=False, logy=False):
+        def fn():
+            fig, (a1, a2) = ratio_fig()
+            P.hist_with_ratio(getter(ref), {k: getter(v) for k, v in gens.items()}, bins,
+                              ax_main=a1, ax_ratio=a2, xlabel=xlabel, logx=logx, logy=logy)
+            return fig
+        attempt(title, fn)
+
+    hist("E_tot / E_inc", lambda f: f.response, feature_bins("response", geo), "E_tot / E_inc")
+    hist("E_tot", lambda f: f.e_tot, feature_bins("e_tot", geo, reference=ref.e_tot),
+         "E_tot [MeV]", logx=True, logy=True)
+    act = list(geo.active_layers)
+    for lay in act[:: max(1, len(act) // 4)][:5]:
+        hist(f"energy in layer {lay}", lambda f, lay=lay: f.e_layer[:, lay],
+             feature_bins("e_layer", geo, reference=ref.e_layer[:, lay], threshold=ref.threshold),
+             f"E layer {lay} [MeV]", logx=True, logy=True)
+        hist(f"centre r, layer {lay}", lambda f, lay=lay: f.ec_r[:, lay],
+             feature_bins("ec_r", geo, layer=lay), f"<r> layer {lay} [mm]")
+        hist(f"sparsity, layer {lay}", lambda f, lay=lay: f.sparsity[:, lay],
+             feature_bins("sparsity", geo), f"sparsity layer {lay}")
+    if geo.alpha_binned_layers:
+        lay = geo.alpha_binned_layers[len(geo.alpha_binned_layers) // 2]
+        hist(f"centre eta, layer {lay}", lambda f: f.ec_eta[:, lay],
+             feature_bins("ec_eta", geo, layer=lay), f"<eta> layer {lay} [mm]")
+        hist(f"width phi, layer {lay}", lambda f: f.width_phi[:, lay],
+             feature_bins("width_phi", geo, layer=lay), f"width phi layer {lay} [mm]")
+
+    def profile():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        P.plot_layer_profile(ref.e_layer.mean(axis=0),
+                             {k: v.e_layer.mean(axis=0) for k, v in gens.items()}, ax=ax)
+        return fig
+    attempt("mean energy per layer", profile)
+
+    def response_bins():
+        fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+        P.plot_response_per_energy_bin(ref.e_inc, ref.response,
+                                       {k: (v.e_inc, v.response) for k, v in gens.items()},
+                                       axes=axes.ravel())
+        return fig
+    attempt("E_tot / E_inc per incident-energy bin", response_bins)
+
+    def images():
+        # rows: reference then each model; columns: three layers along the shower
+        lays = act[:: max(1, len(act) // 3)][:3]
+        samples = {"reference": ref, **gens}
+        fig, axes = plt.subplots(len(samples), len(lays), figsize=(4.8 * len(lays), 3.8 * len(samples)),
+                                 squeeze=False)
+        for row, (name, f) in zip(axes, samples.items()):
+            for ax, lay in zip(row, lays):
+                P.plot_average_layer_image(f.mean_shower, geo, lay, ax=ax)
+                ax.set_title(f"{name}, layer {lay}", fontsize=9)
+        return fig
+    attempt("average shower, selected layers", images)
+
+    for row, res in result.classifier_results.items():
+        for kind, r in res.items():
+            def wfig(r=r):
+                fig, ax = plt.subplots(figsize=(6, 4))
+                P.plot_classifier_weights(r.weights_ref, r.weights_gen, ax=ax)
+                return fig
+            attempt(f"classifier weights, {row}, {kind}", wfig)
+    return plots, warnings
+
+
+# -------------------------------------------------------------------- report
+def _html_cell(m: Metric) -> str:
+    if m.value is None:
+        return f'<td class="na" title="{html.escape(m.note or "")}">n/a*</td>'
+    return f"<td>{html.escape(_fmt(m))}</td>"
+
+
+def write_report(result: EvaluationResult, out_dir: str | os.PathLike, *,
+                 plots: bool = True) -> dict[str, str]:
+    """Write ``metrics.json`` and ``report.html`` into ``out_dir``.
+
+    Returns:
+        ``{"json": path, "html": path}``.
+    """
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    figs, plot_warnings = make_plots(result) if plots else ([], [])
+    warnings = [*result.warnings, *plot_warnings]
+    data = _sanitise(result.to_json())
+    data["warnings"] = warnings
+    json_path = os.path.join(out_dir, "metrics.json")
+    with open(json_path, "w") as fh:
+        json.dump(data, fh, indent=1, default=_json_default, allow_nan=False)
+    cols = ["reference floor", *result.labels]
+    all_rows = {"reference floor": result.floor, **result.models}
+    rows = "\n".join(
+        f"<tr><th>{html.escape(label)}</th>{''.join(_html_cell(all_rows[c][key]) for c in cols)}</tr>"
+        for key, label in METRICS)
+    warn_html = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    fig_html = "\n".join(
+        f'<figure><img src="data:image/png;base64,{b64}" alt="{html.escape(t)}">'
+        f"<figcaption>{html.escape(t)}</figcaption></figure>" for t, b64 in figs)
+    meta = result.meta
+    type_one = "".join(
+        f"<li>{html.escape(p)}: AUC {html.escape(_fmt(m['cls_high/auc']))}, "
+        f"JSD {html.escape(_fmt(m['cls_high/jsd']))}</li>" for p, m in result.type_one.items())
+    doc = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>caloforge evaluation</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+th {{ text-align: left; }}
+td.na {{ background: #fde8e8; }}
+.warn {{ background: #fff4d6; border: 1px solid #e0b040; padding: 0.5em 1em; }}
+figure {{ display: inline-block; margin: 0.5em; }}
+img {{ max-width: 560px; }}
+</style></head><body>
+<h1>caloforge evaluation</h1>
+<p>Reference: <code>{html.escape(meta['reference'])}</code> ({meta['n_reference']} showers,
+geometry <code>{html.escape(meta['geometry'])}</code>, threshold {meta['threshold_mev']:.6g} MeV).
+The reference floor compares the two halves of the reference (even vs odd rows,
+{meta['n_per_half']} showers each); every model is compared with the odd half using as many
+showers. Low-level metrics use {meta['n_voxel_showers']} showers per side (PRDC at most
+{meta['options']['max_prdc']}). Classifier preset: {html.escape(meta['classifier'])}.</p>
+{'<div class="warn"><b>Warnings</b><ul>' + warn_html + '</ul></div>' if warnings else ''}
+<h2>Metrics</h2>
+<table><tr><th>metric</th>{''.join(f'<th>{html.escape(c)}</th>' for c in cols)}</tr>
+{rows}
+</table>
+<p>n/a*: not computed (hover for the reason; also listed in the warnings).</p>
+{'<h3>Type-I classifier (generated vs generated)</h3><ul>' + type_one + '</ul>' if type_one else ''}
+<h2>Plots</h2>
+{fig_html or '<p class="warn">no plots (see warnings)</p>'}
+</body></html>
+"""
+    html_path = os.path.join(out_dir, "report.html")
+    with open(html_path, "w") as fh:
+        fh.write(doc)
+    return {"json": json_path, "html": html_path}
+
+
+def _sanitise(o):
+    """NaN/inf -> None recursively (JSON has no NaN), numpy scalars -> Python."""
+    if isinstance(o, dict):
+        return {str(k): _sanitise(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_sanitise(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(float(o)) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        v = float(o)
+        return v if math.isfinite(v) else None
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot serialise {type(o)}")

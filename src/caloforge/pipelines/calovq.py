@@ -1,0 +1,236 @@
+"""Calo-VQ as a :class:`~caloforge.pipelines.ShowerGenerator` (``../specs/calovq.md``).
+
+Sampling (§1.10): E_inc -> GPT samples [R tokens][shower codes] -> R = digits -> ratio
+R/E_inc (spec A4) times E_inc -> codebook look-up and decoder (conditioned on E_inc) ->
+softmax fractions f -> showers E = f * R (Eq. 6), on the geometry's flat voxel order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..configs import config_from_dict, config_to_dict
+from ..configs.calovq import CaloVQConfig
+from ..errors import CheckpointError, ConfigError
+from ..geometry import CylindricalGeometry, get_geometry
+from ..models import build_model
+from ..models.autoencoders import calo_image_to_flat, flat_to_calo_image
+from ..sampling import sample_tokens
+from ..training import load_checkpoint, save_checkpoint
+from ..transforms import (
+    DigitTokenizer,
+    IncidentEnergyScaling,
+    LogTransform,
+    ShowerNormalization,
+    transform_from_state,
+)
+from .base import register_pipeline
+
+__all__ = ["CaloVQ", "CaloVQTransforms", "build_calovq_models", "calovq_config_from_manifest"]
+
+PIPELINE_NAME = "calovq"
+
+
+@dataclass
+class CaloVQTransforms:
+    """The fitted preprocessing of a Calo-VQ model, stored in its checkpoint."""
+
+    normalisation: ShowerNormalization
+    log: LogTransform
+    energy: IncidentEnergyScaling
+    r_tokens: DigitTokenizer
+
+    @classmethod
+    def new(cls, config: CaloVQConfig, geometry: CylindricalGeometry) -> CaloVQTransforms:
+        return cls(
+            ShowerNormalization.from_geometry(geometry, config.normalisation),
+            LogTransform(config.log_a, config.log_b, config.log_c),
+            IncidentEnergyScaling(config.energy_scaling),
+            DigitTokenizer(n_digits=2, base=1024, mapping=config.r_token_mapping,
+                           margin=config.r_token_margin),
+        )
+
+    def fit(self, showers: Tensor, energies: Tensor) -> CaloVQTransforms:
+        """Fit on training showers (N, V) MeV and incident energies (N,) MeV."""
+        self.energy.fit(energies)
+        _, r = self.normalisation(showers)
+        self.r_tokens.fit(r / energies[:, None])
+        return self
+
+    def state(self) -> dict[str, Any]:
+        return {k: getattr(self, k).state_dict() for k in
+                ("normalisation", "log", "energy", "r_tokens")}
+
+    @classmethod
+    def from_state(cls, states: dict[str, Any]) -> CaloVQTransforms:
+        missing = {"normalisation", "log", "energy", "r_tokens"} - set(states)
+        if missing:
+            raise CheckpointError(f"checkpoint lacks the transforms {sorted(missing)}")
+        return cls(**{k: transform_from_state(states[k]) for k in
+                      ("normalisation", "log", "energy", "r_tokens")})
+
+    def condition(self, energies: Tensor) -> Tensor:
+        """Incident energies (N,) MeV -> condition (N, 1)."""
+        return self.energy(energies).reshape(-1, 1).to(torch.float32)
+
+    def r_ratio(self, showers: Tensor, energies: Tensor) -> Tensor:
+        """R / E_inc per shower, (N, n_r) (the value tokenised, spec A4)."""
+        return self.normalisation(showers)[1] / energies[:, None]
+
+
+def build_calovq_models(config: CaloVQConfig, *, with_discriminator: bool = False):
+    """(vqvae, gpt[, discriminator]) freshly initialised from ``config``."""
+    if config.is_dense:
+        vqvae = build_model("vqvae_dense", config.dense_vqvae)
+        disc_cfg, disc_name = config.dense_discriminator, "discriminator_dense"
+    else:
+        vqvae = build_model("vqvae_cylindrical", config.vqvae)
+        disc_cfg, disc_name = config.discriminator, "discriminator_cylindrical"
+    gpt = build_model("gpt", config.gpt)
+    if not with_discriminator:
+        return vqvae, gpt
+    if disc_cfg is None:
+        raise ConfigError("gan.enabled needs a discriminator configuration")
+    return vqvae, gpt, build_model(disc_name, disc_cfg)
+
+
+def calovq_config_to_manifest(config: CaloVQConfig) -> dict[str, Any]:
+    return {"pipeline": PIPELINE_NAME, **config_to_dict(config)}
+
+
+def calovq_config_from_manifest(d: dict[str, Any] | None, where: str) -> CaloVQConfig:
+    if not d or d.get("pipeline") != PIPELINE_NAME:
+        raise CheckpointError(f"{where} is not a Calo-VQ checkpoint (pipeline "
+                              f"{(d or {}).get('pipeline')!r})")
+    body = {k: v for k, v in d.items() if k != "pipeline"}
+    try:
+        return config_from_dict(CaloVQConfig, body)
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: stored configuration is invalid: {exc}") from None
+
+
+@register_pipeline(PIPELINE_NAME)
+class CaloVQ:
+    """A trained Calo-VQ generator: VQ-VAE decoder + GPT prior + fitted transforms."""
+
+    def __init__(self, config: CaloVQConfig, geometry: CylindricalGeometry, vqvae, gpt,
+                 transforms: CaloVQTransforms) -> None:
+        self.config = config
+        self.geometry = geometry
+        self.vqvae = vqvae.eval()
+        self.gpt = gpt.eval()
+        self.transforms = transforms
+        self.device = torch.device("cpu")
+
+    # ----------------------------------------------------------------- shapes
+    def showers_to_model_input(self, x_flat: Tensor) -> Tensor:
+        """(N, V) flat -> the autoencoder's input layout (calo-image or flat)."""
+        if self.config.is_dense:
+            return x_flat
+        z, a, r = self.geometry.image_shape
+        return flat_to_calo_image(x_flat, z, a, r)
+
+    def model_output_to_flat(self, y: Tensor) -> Tensor:
+        return y if self.config.is_dense else calo_image_to_flat(y)
+
+    # --------------------------------------------------------------- sampling
+    def to(self, device: str | torch.device) -> CaloVQ:
+        self.device = torch.device(device)
+        self.vqvae.to(self.device)
+        self.gpt.to(self.device)
+        return self
+
+    @torch.inference_mode()
+    def sample_tokens(self, incident_energy: Tensor, *, generator: torch.Generator | None = None,
+                      temperature: float | None = None, top_k: int | None = None) -> Tensor:
+        """Stage 2 only: token sequences (N, seq_len) for incident energies (N,) MeV."""
+        e = incident_energy.to(self.device, torch.float64)
+        cond = self.transforms.condition(e).to(self.device)
+        return sample_tokens(
+            self.gpt, cond,
+            temperature=self.config.temperature if temperature is None else temperature,
+            top_k=self.config.top_k if top_k is None else top_k,
+            generator=generator,
+        )
+
+    @torch.inference_mode()
+    def decode_tokens(self, tokens: Tensor, incident_energy: Tensor) -> Tensor:
+        """Stage 1 only: tokens (N, seq_len) -> showers (N, V) MeV (on this device)."""
+        e = incident_energy.to(self.device, torch.float64)
+        cond = self.transforms.condition(e).to(self.device)
+        k = self.config.n_r_tokens
+        ratio = self.transforms.r_tokens.decode(tokens[:, :k].cpu()).to(self.device)
+        r = (ratio * e[:, None]).clamp_min(0.0)
+        codes = tokens[:, k:].clamp_max(self.config.autoencoder_config.n_codes - 1)
+        fractions = self.model_output_to_flat(self.vqvae.decode_indices(codes, cond))
+        showers = self.transforms.normalisation.inverse(fractions.to(torch.float64), r)
+        if self.config.output_threshold_mev > 0:
+            showers = torch.where(showers < self.config.output_threshold_mev,
+                                  torch.zeros_like(showers), showers)
+        return showers.to(torch.float32)
+
+    def sample(self, incident_energy: Tensor, *, batch_size: int = 1000,
+               generator: torch.Generator | None = None, temperature: float | None = None,
+               top_k: int | None = None) -> Tensor:
+        """Showers (N, V) in MeV, on the CPU, for incident energies (N,) in MeV."""
+        e = torch.as_tensor(incident_energy, dtype=torch.float64).reshape(-1)
+        if not torch.isfinite(e).all() or (e <= 0).any():
+            raise ConfigError("incident energies must be finite and positive (MeV)")
+        out = []
+        for lo in range(0, len(e), batch_size):
+            eb = e[lo:lo + batch_size]
+            tokens = self.sample_tokens(eb, generator=generator, temperature=temperature,
+                                        top_k=top_k)
+            out.append(self.decode_tokens(tokens, eb).cpu())
+        if not out:
+            return torch.zeros(0, self.geometry.n_voxels)
+        return torch.cat(out)
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a checkpoint directory holding both stages (no optimiser state)."""
+        meta = dict(config=calovq_config_to_manifest(self.config),
+                    transforms=self.transforms.state(), geometry=self.geometry.to_dict())
+        save_checkpoint(path, "vqvae", {"vqvae": self.vqvae}, **meta)
+        save_checkpoint(path, "gpt", {"gpt": self.gpt}, **meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CaloVQ:
+        ckpt = load_checkpoint(path)
+        config = calovq_config_from_manifest(ckpt.config, str(path))
+        geometry = ckpt.geometry
+        if geometry is None:
+            raise CheckpointError(f"checkpoint {path} records no geometry")
+        if not geometry.same_binning(get_geometry(config.geometry)):
+            raise CheckpointError(
+                f"checkpoint {path}: stored geometry {geometry.name!r} differs from the "
+                f"configuration's {config.geometry!r}"
+            )
+        for stage in ("vqvae", "gpt"):
+            if stage not in ckpt.stages:
+                raise CheckpointError(
+                    f"checkpoint {path} has no trained {stage!r} stage (it has "
+                    f"{ckpt.stages or 'none'}); train it with `caloforge train ... --stage {stage}`"
+                )
+        vqvae, gpt = build_calovq_models(config)
+        ckpt.load_modules("vqvae", {"vqvae": vqvae})
+        ckpt.load_modules("gpt", {"gpt": gpt})
+        states = ckpt.manifest.get("transforms", {})
+        model = cls(config, geometry, vqvae, gpt, CaloVQTransforms.from_state(states))
+        return model.to(map_location)
+
+    def n_parameters(self) -> dict[str, int]:
+        """Parameters used for generation: stage 1 (excluding the discriminator) and 2."""
+        return {"stage1": sum(p.numel() for p in self.vqvae.parameters()),
+                "stage2": sum(p.numel() for p in self.gpt.parameters())}
+
+    def __repr__(self) -> str:
+        p = self.n_parameters()
+        return (f"CaloVQ(geometry={self.geometry.name!r}, normalisation="
+                f"{self.config.normalisation!r}, seq_len={self.config.gpt.seq_len}, "
+                f"stage1={p['stage1']:,} params, stage2={p['stage2']:,} params)")

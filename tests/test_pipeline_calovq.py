@@ -1,0 +1,144 @@
+"""Calo-VQ assembled: training both stages, sampling, save/load, CLI round trip."""
+
+import numpy as np
+import pytest
+import torch
+
+from caloforge.configs import get_preset
+from caloforge.errors import CaloforgeError, CheckpointError, ConfigError
+from caloforge.evaluation.separation import separation_power
+from caloforge.geometry import get_geometry
+from caloforge.io import read_showers
+from caloforge.pipelines import CaloVQ, build_calovq_models, load_generator, train_calovq
+from caloforge.simulation import simulate_to_file
+
+DS2 = get_geometry("ds2")
+
+
+def micro_config(steps1=40, steps2=100):
+    cfg = get_preset("calovq-ds2-tiny")
+    cfg.vqvae.channels = (16, 16)
+    cfg.discriminator.channels = (8, 8)
+    cfg.gan.start, cfg.gan.ramp = steps1 // 2, 5
+    for tc, steps in ((cfg.stage1, steps1), (cfg.stage2, steps2)):
+        tc.max_steps, tc.warmup_steps, tc.batch_size = steps, 5, 32
+        tc.val_every, tc.checkpoint_every, tc.log_every = steps // 2, 0, 10
+        tc.ema_decay = 0.0
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "ds2.h5"
+    simulate_to_file(path, DS2, 300, seed=3, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(data_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "calovq"
+    torch.manual_seed(0)
+    model = train_calovq(micro_config(), data_file, out, progress=False)
+    return model, out
+
+
+def _log(path):
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_both_stages_learn(trained):
+    _, out = trained
+    s1 = [r for r in _log(out / "vqvae.log.jsonl") if "rec" in r]
+    assert s1[-1]["rec"] < 0.7 * s1[0]["rec"]
+    s2 = [r for r in _log(out / "gpt.log.jsonl") if "loss_r" in r]
+    # R digits start near ln(1024) = 6.9 nats and must become predictable
+    assert s2[-1]["gpt"] < s2[0]["gpt"] - 1.0
+    # the least significant digit stays nearly uniform; the leading one must be learned
+    assert s2[-1]["loss_r"] < 6.5
+
+
+def test_samples_move_toward_the_data(trained, data_file):
+    model, _ = trained
+    ref = read_showers(data_file)
+    e = torch.from_numpy(ref.incident_energies)
+    bins = np.linspace(0.5, 1.5, 101)
+    resp_ref = ref.showers.sum(1) / ref.incident_energies
+
+    def response(m):
+        s = m.sample(e, batch_size=200, generator=torch.Generator().manual_seed(1)).numpy()
+        return s.sum(1) / ref.incident_energies
+
+    untrained = CaloVQ(model.config, model.geometry, *build_calovq_models(model.config),
+                       model.transforms)
+    h = lambda r: np.histogram(r, bins)[0]  # noqa: E731
+    sep_trained = separation_power(h(resp_ref), h(response(model)))
+    sep_untrained = separation_power(h(resp_ref), h(response(untrained)))
+    assert sep_trained < 0.5 * sep_untrained
+
+
+def test_sample_shapes_units_and_threshold(trained):
+    model, _ = trained
+    e = torch.tensor([2e3, 5e4, 8e5])
+    s = model.sample(e, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (3, DS2.n_voxels) and s.dtype == torch.float32
+    assert torch.isfinite(s).all() and (s >= 0).all()
+    nz = s[s > 0]
+    assert nz.min() >= model.config.output_threshold_mev
+    # energies in MeV: the response is of order one, not 1e-3 or 1e3
+    assert ((s.sum(1) / e) > 0.1).all() and ((s.sum(1) / e) < 3).all()
+
+
+def test_save_load_identical_samples(trained, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "copy")
+    back = load_generator(tmp_path / "copy")
+    e = torch.tensor([1e3, 1e4, 1e5, 1e6])
+    a = model.sample(e, generator=torch.Generator().manual_seed(5))
+    b = back.sample(e, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    c = back.sample(e, generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(a, c)
+
+
+def test_bad_energies_and_corrupt_checkpoint(trained, tmp_path):
+    model, out = trained
+    with pytest.raises(ConfigError, match="positive"):
+        model.sample(torch.tensor([1e3, -5.0]))
+    model.save(tmp_path / "c")
+    w = tmp_path / "c" / "gpt.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="truncated|corrupt"):
+        load_generator(tmp_path / "c")
+
+
+def test_wrong_geometry_data_is_refused(tmp_path):
+    g3 = get_geometry("ds1-photons")
+    simulate_to_file(tmp_path / "ds1.h5", g3, 30, seed=0, progress=False)
+    with pytest.raises(CaloforgeError, match="368 voxels but geometry 'ds2'"):
+        train_calovq(micro_config(2, 2), tmp_path / "ds1.h5", tmp_path / "o", progress=False)
+
+
+def test_gpt_stage_needs_vqvae(data_file, tmp_path):
+    with pytest.raises(CheckpointError, match="stage 1|no trained|does not exist"):
+        train_calovq(micro_config(2, 2), data_file, tmp_path / "o", stages=("gpt",),
+                     progress=False)
+
+
+def test_cli_train_generate_round_trip(data_file, tmp_path):
+    from caloforge.cli import main
+
+    sets = ["--set", "vqvae.channels=[8, 8]", "--set", "discriminator.channels=[8]",
+            "--set", "stage1.max_steps=4", "--set", "stage2.max_steps=4",
+            "--set", "stage1.warmup_steps=1", "--set", "stage2.warmup_steps=1",
+            "--set", "stage1.batch_size=16", "--set", "stage2.batch_size=16"]
+    assert main(["train", "calovq-ds2-tiny", "--data", str(data_file), "--out",
+                 str(tmp_path / "m"), "--no-progress", *sets]) == 0
+    assert main(["generate", str(tmp_path / "m"), "--energies-from", str(data_file), "-n", "25",
+                 "-o", str(tmp_path / "g.h5"), "--no-progress"]) == 0
+    g = read_showers(tmp_path / "g.h5")
+    np.testing.assert_allclose(g.incident_energies,
+                               read_showers(data_file).incident_energies[:25], rtol=1e-6)
+    assert main(["train", "calovq-ds2-tiny", "--data", str(data_file), "--out",
+                 str(tmp_path / "m2"), "--set", "stage9.lr=1"]) == 2
