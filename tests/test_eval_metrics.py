@@ -163,3 +163,14 @@ def test_log_voxels_floor():
 def test_split_halves():
     a, b = split_halves(7)
     assert list(a) == [0, 2, 4, 6] and list(b) == [1, 3, 5]
+
+
+def test_fpd_refuses_a_single_batch_size():
+    # samples of exactly min_samples allow one batch size only: the 1/N bias cannot be
+    # extrapolated away, so no value is given
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(1000, 3)), rng.normal(size=(1000, 3))
+    with pytest.raises(InsufficientDataError, match="1500"):
+        fpd(x, y, min_samples=1000)
+    v, _ = fpd(x, y, min_samples=600)
+    assert np.isfinite(v)

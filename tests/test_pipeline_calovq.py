@@ -142,3 +142,21 @@ def test_cli_train_generate_round_trip(data_file, tmp_path):
                                read_showers(data_file).incident_energies[:25], rtol=1e-6)
     assert main(["train", "calovq-ds2-tiny", "--data", str(data_file), "--out",
                  str(tmp_path / "m2"), "--set", "stage9.lr=1"]) == 2
+
+
+def test_occupancy_calibration_brings_sparsity_toward_the_data(trained, data_file):
+    model, out = trained
+    assert model.transforms.occupancy is not None  # fitted during stage 2, stored
+    assert load_generator(out).transforms.occupancy.is_fitted
+    ref = read_showers(data_file)
+    e = torch.from_numpy(ref.incident_energies)
+    thr = model.config.output_threshold_mev
+    occ_data = float((ref.showers > thr).sum(1).mean())
+
+    def occupancy(m):
+        s = m.sample(e, batch_size=300, generator=torch.Generator().manual_seed(2))
+        return float((s > thr).sum(1).double().mean())
+
+    uncalibrated = CaloVQ(model.config, model.geometry, model.vqvae, model.gpt,
+                          type(model.transforms)(**{**vars(model.transforms), "occupancy": None}))
+    assert abs(occupancy(model) - occ_data) < 0.5 * abs(occupancy(uncalibrated) - occ_data)

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="caloforge-run", help="output directory")
     p.add_argument("--preset", default="calovq-ds2-tiny", help="model preset to train")
     p.add_argument("--n-train", type=int, default=30_000, help="training showers")
-    p.add_argument("--n-reference", type=int, default=10_000, help="held-out showers")
+    p.add_argument("--n-reference", type=int, default=30_000,
+                   help="held-out showers (30k: enough for the FPD floor on two halves)")
     p.add_argument("--pretrained-only", action="store_true",
                    help="do not train; evaluate the shipped model only")
     p.add_argument("--classifier", choices=("none", "cpu", "official"), default="cpu")

@@ -78,6 +78,9 @@ class CaloVQConfig:
     #: voxels below this (MeV) are set to 0 after generation; 0 = none, as in the paper
     #: (spec A15); the evaluation applies the dataset's readout threshold anyway
     output_threshold_mev: float = 0.0
+    #: fit a cut on decoded fractions after stage 1 so that generated showers are as
+    #: sparse as the training data (ours, off in the paper presets; docs/calovq.md)
+    occupancy_calibration: bool = False
     #: fraction of the training file held out for validation losses
     validation_fraction: float = 0.05
     #: read at most this many showers of the training file (None = all)
@@ -159,7 +162,7 @@ def _ds2(tiny: bool) -> CaloVQConfig:
         geometry="ds2", vqvae=vq,
         # ours (spec A15 allows it as an explicit option): zero voxels below the ds2
         # readout threshold, so that generated files are as sparse as the data
-        output_threshold_mev=0.01515,
+        output_threshold_mev=0.01515, occupancy_calibration=True,
         discriminator=CylindricalDiscriminatorConfig(channels=(16, 32)),
         gan=GANConfig(enabled=True, weight=0.1, start=1000, ramp=200),
         gpt=GPTConfig(seq_len=2 + vq.n_shower_codes, n_layers=2, n_heads=2, d_model=64,

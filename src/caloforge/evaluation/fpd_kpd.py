@@ -100,7 +100,8 @@ def fpd(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 10_000,
 
     Args:
         x_ref, x_gen: (N1, D) and (N2, D) features, already scaled.
-        min_samples: smallest batch size; both samples must hold at least this many.
+        min_samples: smallest batch size; both samples must hold at least 1.5 times this
+            many, so that the fit spans a useful range of 1/N.
         max_samples: largest batch size (default: the smaller sample size).
         n_sizes, n_batches: sizes between min and max, batches per size.
 
@@ -115,6 +116,12 @@ def fpd(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 10_000,
         raise InsufficientDataError(
             f"FPD needs at least {min_samples} showers per sample, got {len(x_ref)} and {len(x_gen)}")
     hi = n_max if max_samples is None else min(n_max, max_samples)
+    if hi < 1.5 * min_samples:
+        # batches of one size leave a 1/N bias that no fit can remove: say so rather than
+        # report the biased value with a meaningless zero error
+        raise InsufficientDataError(
+            f"FPD extrapolation needs batches from {min_samples} up to at least "
+            f"{int(1.5 * min_samples)} showers, got samples of {len(x_ref)} and {len(x_gen)}")
     block = max(1, min_samples // 20)
     ref_b, gen_b = _BlockStats(x_ref, block, rng), _BlockStats(x_gen, block, rng)
     max_blocks = min(ref_b.n_blocks, gen_b.n_blocks, hi // block)
@@ -126,7 +133,7 @@ def fpd(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 10_000,
                            for _ in range(n_batches)])
     inv = 1.0 / sizes
     if len(inv) < 3:
-        return float(vals.mean()), float(vals.std())
+        raise InsufficientDataError(f"FPD extrapolation needs at least 3 batch sizes, got {len(inv)}")
     A = np.stack([inv, np.ones_like(inv)], axis=1)
     coef, *_ = np.linalg.lstsq(A, vals, rcond=None)
     resid = vals - A @ coef

@@ -26,6 +26,7 @@ from ..transforms import (
     DigitTokenizer,
     IncidentEnergyScaling,
     LogTransform,
+    OccupancyCalibration,
     ShowerNormalization,
     transform_from_state,
 )
@@ -44,6 +45,8 @@ class CaloVQTransforms:
     log: LogTransform
     energy: IncidentEnergyScaling
     r_tokens: DigitTokenizer
+    #: fitted after stage 1 when ``config.occupancy_calibration`` (None otherwise)
+    occupancy: OccupancyCalibration | None = None
 
     @classmethod
     def new(cls, config: CaloVQConfig, geometry: CylindricalGeometry) -> CaloVQTransforms:
@@ -63,8 +66,11 @@ class CaloVQTransforms:
         return self
 
     def state(self) -> dict[str, Any]:
-        return {k: getattr(self, k).state_dict() for k in
-                ("normalisation", "log", "energy", "r_tokens")}
+        out = {k: getattr(self, k).state_dict() for k in
+               ("normalisation", "log", "energy", "r_tokens")}
+        if self.occupancy is not None and self.occupancy.is_fitted:
+            out["occupancy"] = self.occupancy.state_dict()
+        return out
 
     @classmethod
     def from_state(cls, states: dict[str, Any]) -> CaloVQTransforms:
@@ -72,7 +78,15 @@ class CaloVQTransforms:
         if missing:
             raise CheckpointError(f"checkpoint lacks the transforms {sorted(missing)}")
         return cls(**{k: transform_from_state(states[k]) for k in
-                      ("normalisation", "log", "energy", "r_tokens")})
+                      ("normalisation", "log", "energy", "r_tokens", "occupancy")
+                      if k in states})
+
+    def calibrate_fractions(self, fractions: Tensor, energies: Tensor) -> Tensor:
+        """Apply the occupancy cut (if fitted) and renormalise: fractions (N, V) -> (N, V)."""
+        if self.occupancy is None or not self.occupancy.is_fitted:
+            return fractions
+        kept = torch.where(self.occupancy(fractions, energy=energies), fractions, 0.0)
+        return self.normalisation(kept)[0]
 
     def condition(self, energies: Tensor) -> Tensor:
         """Incident energies (N,) MeV -> condition (N, 1)."""
@@ -168,6 +182,7 @@ class CaloVQ:
         r = (ratio * e[:, None]).clamp_min(0.0)
         codes = tokens[:, k:].clamp_max(self.config.autoencoder_config.n_codes - 1)
         fractions = self.model_output_to_flat(self.vqvae.decode_indices(codes, cond))
+        fractions = self.transforms.calibrate_fractions(fractions.to(torch.float64), e)
         showers = self.transforms.normalisation.inverse(fractions.to(torch.float64), r)
         if self.config.output_threshold_mev > 0:
             showers = torch.where(showers < self.config.output_threshold_mev,

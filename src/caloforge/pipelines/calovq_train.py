@@ -26,6 +26,7 @@ from ..training import (
     data_fingerprint,
     load_checkpoint,
 )
+from ..transforms import OccupancyCalibration
 from .calovq import (
     CaloVQ,
     CaloVQTransforms,
@@ -35,7 +36,8 @@ from .calovq import (
 )
 from .calovq_stages import CaloVQAutoencoderStage, CaloVQPriorStage
 
-__all__ = ["CALOVQ_STAGES", "train_calovq", "read_training_showers", "encode_tokens"]
+__all__ = ["CALOVQ_STAGES", "encode_tokens", "fit_occupancy", "read_training_showers",
+           "train_calovq"]
 
 #: Stage names, in training order.
 CALOVQ_STAGES = ("vqvae", "gpt")
@@ -79,6 +81,28 @@ def encode_tokens(model: CaloVQ, showers: Tensor, energies: Tensor,
         _, idx, _ = model.vqvae.quantizer(z)
         codes.append(idx.reshape(idx.shape[0], -1).cpu())
     return torch.cat([r_tokens.to(torch.long), torch.cat(codes)], dim=1)
+
+
+@torch.no_grad()
+def fit_occupancy(model: CaloVQ, showers: Tensor, energies: Tensor, tokens: Tensor,
+                  max_showers: int = 5000, batch_size: int = 512) -> OccupancyCalibration:
+    """Fit the occupancy cut on stage-1 reconstructions (true R) of training showers."""
+    n = min(len(showers), max_showers)
+    thr = model.config.output_threshold_mev
+    k = model.config.n_r_tokens
+    fractions, eligible = [], []
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        cond = model.transforms.condition(energies[lo:hi]).to(model.device)
+        f = model.model_output_to_flat(
+            model.vqvae.decode_indices(tokens[lo:hi, k:].to(model.device), cond)).cpu()
+        _, r = model.transforms.normalisation(showers[lo:hi].double())
+        rec = model.transforms.normalisation.inverse(f.double(), r)
+        fractions.append(f)
+        eligible.append(rec > thr)
+    target = (showers[:n] > thr).sum(-1)
+    return OccupancyCalibration().fit(torch.cat(fractions), energy=energies[:n],
+                                      eligible=torch.cat(eligible), target_counts=target)
 
 
 def _barrier() -> None:
@@ -165,6 +189,9 @@ def train_calovq(config: CaloVQConfig, data_path: str | os.PathLike, out_dir: st
         ckpt.load_modules("vqvae", {"vqvae": vqvae})
         model = CaloVQ(config, geometry, vqvae, gpt, transforms)
         tokens = encode_tokens(model, showers, energies)
+        if config.occupancy_calibration:
+            transforms.occupancy = fit_occupancy(model, showers[train_idx], energies[train_idx],
+                                                 tokens[train_idx])
         cond = transforms.condition(energies)
         stage = CaloVQPriorStage(gpt, config.n_r_tokens)
         val = (TensorDictDataset(tokens=tokens[val_idx], cond=cond[val_idx])

@@ -18,6 +18,7 @@ from .energy import IncidentEnergyScaling
 from .log import LogTransform
 from .logit import Logit
 from .normalize import ShowerNormalization, layer_energies
+from .occupancy import OccupancyCalibration
 from .ratios import LayerEnergyRatios
 from .scale import MinMaxScale, Standardize
 from .tokens import DigitTokenizer
@@ -31,6 +32,7 @@ __all__ = [
     "Logit",
     "MinMaxScale",
     "NotFittedError",
+    "OccupancyCalibration",
     "STATE_VERSION",
     "ShowerNormalization",
     "Standardize",

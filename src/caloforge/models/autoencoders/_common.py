@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...errors import ConfigError
 from .quantizer import QuantizerLosses
 
-__all__ = ["VQVAEOutput", "check_choice", "check_positive", "segment_softmax"]
+__all__ = ["VQVAEBase", "VQVAEOutput", "check_choice", "check_positive", "segment_softmax"]
 
 
 class VQVAEOutput(NamedTuple):
@@ -47,3 +47,32 @@ def segment_softmax(logits: Tensor, sizes: list[int]) -> Tensor:
     """
     parts = torch.split(logits, sizes, dim=-1)
     return torch.cat([torch.softmax(p, dim=-1) for p in parts], dim=-1)
+
+
+class VQVAEBase(nn.Module):
+    """What every VQ-VAE variant shares once it has built its parts.
+
+    A subclass sets ``cond_embed``, ``quantizer`` and ``dec_out`` (the decoder's last layer)
+    and implements ``encode``, ``decode_logits`` and ``normalise`` in its own layout.
+    """
+
+    @property
+    def last_layer(self) -> Tensor:
+        """Weight of the decoder's last layer before the softmax (for the adaptive GAN weight)."""
+        return self.dec_out.weight
+
+    def embed_condition(self, cond: Tensor, class_id: Tensor | None = None) -> Tensor:
+        """cond (N, cond_in_dim) -> (N, cond_dim)."""
+        return self.cond_embed(cond, class_id)
+
+    def forward(self, x: Tensor, cond: Tensor, class_id: Tensor | None = None) -> VQVAEOutput:
+        """x in Eq. 5's space (input layout), cond (N, cond_in_dim) -> :class:`VQVAEOutput`."""
+        z_e = self.encode(x, cond, class_id)
+        z_q, indices, losses = self.quantizer(z_e)
+        logits = self.decode_logits(z_q, cond, class_id)
+        return VQVAEOutput(self.normalise(logits), logits, indices, losses)
+
+    def n_parameters(self, include_codebook: bool = True) -> int:
+        """Trainable parameters (encoder + codebook + decoder; the discriminator is separate)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n if include_codebook else n - self.quantizer.codebook.weight.numel()

@@ -38,7 +38,7 @@ from ...nn import (
     group_norm,
 )
 from ...nn.blocks import _inference_path, norm_film_silu
-from ._common import VQVAEOutput, check_choice, check_positive
+from ._common import VQVAEBase, check_choice, check_positive
 from .quantizer import VectorQuantizer
 
 __all__ = [
@@ -258,7 +258,7 @@ class _Middle(nn.Module):
         return self.res2(self.attn(self.res1(h, c)), c)
 
 
-class CylindricalVQVAE(nn.Module):
+class CylindricalVQVAE(VQVAEBase):
     """Conditional VQ-VAE on calo-images (N, C, Z, A) with a softmax output.
 
     Use:
@@ -318,15 +318,6 @@ class CylindricalVQVAE(nn.Module):
         self.dec_out = CylindricalConv2d(ch[0], cfg.in_channels, 3)
 
     # ------------------------------------------------------------------ parts
-    @property
-    def last_layer(self) -> Tensor:
-        """Weight of the decoder's last layer before the softmax (for the adaptive GAN weight)."""
-        return self.dec_out.weight
-
-    def embed_condition(self, cond: Tensor, class_id: Tensor | None = None) -> Tensor:
-        """cond (N, cond_in_dim) -> (N, cond_dim)."""
-        return self.cond_embed(cond, class_id)
-
     def encode(self, x: Tensor, cond: Tensor, class_id: Tensor | None = None) -> Tensor:
         """x (N, C, Z, A), cond (N, cond_in_dim) -> z_e (N, vq_dim, Z', A')."""
         c = self.embed_condition(cond, class_id)
@@ -395,15 +386,3 @@ class CylindricalVQVAE(nn.Module):
         if indices.dim() == 2:
             indices = indices.view(indices.shape[0], *self.config.latent_shape)
         return self.decode(self.quantizer.decode_indices(indices), cond, class_id)
-
-    def forward(self, x: Tensor, cond: Tensor, class_id: Tensor | None = None) -> VQVAEOutput:
-        """x (N, C, Z, A) in Eq. 5's space, cond (N, cond_in_dim) -> :class:`VQVAEOutput`."""
-        z_e = self.encode(x, cond, class_id)
-        z_q, indices, losses = self.quantizer(z_e)
-        logits = self.decode_logits(z_q, cond, class_id)
-        return VQVAEOutput(self.normalise(logits), logits, indices, losses)
-
-    def n_parameters(self, include_codebook: bool = True) -> int:
-        """Trainable parameters (encoder + codebook + decoder; the discriminator is separate)."""
-        n = sum(p.numel() for p in self.parameters())
-        return n if include_codebook else n - self.quantizer.codebook.weight.numel()

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...nn import ConditionEmbedding, FiLM, ResidualBlock
-from ._common import VQVAEOutput, check_choice, check_positive, segment_softmax
+from ._common import VQVAEBase, check_choice, check_positive, segment_softmax
 from .quantizer import VectorQuantizer
 
 __all__ = ["DenseVQVAEConfig", "DenseVQVAE"]
@@ -119,7 +119,7 @@ class _ResMLP(nn.Module):
         return h + self.fc2(self.drop(F.silu(y)))
 
 
-class DenseVQVAE(nn.Module):
+class DenseVQVAE(VQVAEBase):
     """Conditional VQ-VAE on flat voxel vectors (N, V) with layer-wise or global softmax."""
 
     def __init__(self, config: DenseVQVAEConfig) -> None:
@@ -153,14 +153,6 @@ class DenseVQVAE(nn.Module):
         )
         self.dec_norm = nn.LayerNorm(d)
         self.dec_out = nn.Linear(d, v)
-
-    @property
-    def last_layer(self) -> Tensor:
-        """Weight of the decoder's last layer before the softmax."""
-        return self.dec_out.weight
-
-    def embed_condition(self, cond: Tensor, class_id: Tensor | None = None) -> Tensor:
-        return self.cond_embed(cond, class_id)
 
     def encode(self, x: Tensor, cond: Tensor, class_id: Tensor | None = None) -> Tensor:
         """x (N, V), cond (N, cond_in_dim) -> z_e (N, vq_dim, L)."""
@@ -197,14 +189,3 @@ class DenseVQVAE(nn.Module):
     ) -> Tensor:
         """Codes (N, L) -> fractions (N, V)."""
         return self.decode(self.quantizer.decode_indices(indices), cond, class_id)
-
-    def forward(self, x: Tensor, cond: Tensor, class_id: Tensor | None = None) -> VQVAEOutput:
-        """x (N, V) in Eq. 5's space, cond (N, cond_in_dim) -> :class:`VQVAEOutput`."""
-        z_e = self.encode(x, cond, class_id)
-        z_q, indices, losses = self.quantizer(z_e)
-        logits = self.decode_logits(z_q, cond, class_id)
-        return VQVAEOutput(self.normalise(logits), logits, indices, losses)
-
-    def n_parameters(self, include_codebook: bool = True) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        return n if include_codebook else n - self.quantizer.codebook.weight.numel()
