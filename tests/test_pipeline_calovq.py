@@ -15,8 +15,13 @@ from caloforge.simulation import simulate_to_file
 DS2 = get_geometry("ds2")
 
 
-def micro_config(steps1=40, steps2=100):
+def micro_config(steps1=40, steps2=100, normalisation="global"):
     cfg = get_preset("calovq-ds2-tiny")
+    # global R (two R tokens) learns fastest; the shipped preset's layer-wise R is
+    # tested on its own below
+    cfg.normalisation = cfg.vqvae.normalisation = normalisation
+    cfg.r_token_mapping = "log" if normalisation == "layer" else "linear"
+    cfg.gpt.seq_len = cfg.n_r_tokens + cfg.n_shower_codes
     cfg.vqvae.channels = (16, 16)
     cfg.discriminator.channels = (8, 8)
     cfg.gan.start, cfg.gan.ramp = steps1 // 2, 5
@@ -160,3 +165,26 @@ def test_occupancy_calibration_brings_sparsity_toward_the_data(trained, data_fil
     uncalibrated = CaloVQ(model.config, model.geometry, model.vqvae, model.gpt,
                           type(model.transforms)(**{**vars(model.transforms), "occupancy": None}))
     assert abs(occupancy(model) - occ_data) < 0.5 * abs(occupancy(uncalibrated) - occ_data)
+
+
+def test_layerwise_r_learns_the_layer_energies(data_file, tmp_path):
+    """With layer-wise R (the shipped preset) the GPT generates the 45 layer energies."""
+    torch.manual_seed(0)
+    model = train_calovq(micro_config(steps2=300, normalisation="layer"), data_file,
+                         tmp_path / "m", progress=False)
+    assert model.config.n_r_tokens == 90 and model.config.gpt.seq_len == 90 + 48
+    ref = read_showers(data_file)
+    e = torch.from_numpy(ref.incident_energies)
+
+    def log_profile(m):
+        s = m.sample(e, batch_size=300, generator=torch.Generator().manual_seed(1)).numpy()
+        layers = s.reshape(len(s), 45, -1).sum(-1) / ref.incident_energies[:, None]
+        return np.log10(layers.mean(0) + 1e-6)
+
+    untrained = CaloVQ(model.config, model.geometry, *build_calovq_models(model.config),
+                       model.transforms)
+    truth = np.log10((ref.showers.reshape(len(ref), 45, -1).sum(-1)
+                      / ref.incident_energies[:, None]).mean(0) + 1e-6)
+    err_trained = np.abs(log_profile(model) - truth).mean()
+    err_untrained = np.abs(log_profile(untrained) - truth).mean()
+    assert err_trained < 0.5 * err_untrained

@@ -68,3 +68,11 @@ def test_state_round_trip_and_bad_input():
                                    target_counts=torch.ones(500))
     with pytest.raises(TypeError, match="cannot be inverted"):
         cal.inverse(f)
+
+
+def test_group_max_per_layer():
+    norm = ShowerNormalization("layer", [2, 0, 3])
+    x = torch.tensor([[1.0, 4.0, 2.0, 7.0, 3.0]])
+    assert torch.equal(norm.group_max(x), torch.tensor([[4.0, 4.0, 7.0, 7.0, 7.0]]))
+    glob = ShowerNormalization("global", [2, 0, 3])
+    assert torch.equal(glob.group_max(x), torch.tensor([[7.0]]))

@@ -81,12 +81,20 @@ class CaloVQTransforms:
                       ("normalisation", "log", "energy", "r_tokens", "occupancy")
                       if k in states})
 
-    def calibrate_fractions(self, fractions: Tensor, energies: Tensor) -> Tensor:
-        """Apply the occupancy cut (if fitted) and renormalise: fractions (N, V) -> (N, V)."""
+    def calibrate_fractions(self, fractions: Tensor, r: Tensor, energies: Tensor) -> Tensor:
+        """Apply the occupancy cut (if fitted) and renormalise: fractions (N, V) -> (N, V).
+
+        The cut acts on each voxel's share of the whole shower's energy, so that it means
+        the same in every layer also under layer-wise normalisation; the largest voxel of
+        every group (shower or layer) is kept, so R, and every layer's energy, survive.
+        """
         if self.occupancy is None or not self.occupancy.is_fitted:
             return fractions
-        kept = torch.where(self.occupancy(fractions, energy=energies), fractions, 0.0)
-        return self.normalisation(kept)[0]
+        showers = self.normalisation.inverse(fractions, r)
+        share = showers / showers.sum(-1, keepdim=True).clamp_min(1e-30)
+        keep = self.occupancy(share, energy=energies)
+        keep |= fractions >= self.normalisation.group_max(fractions)
+        return self.normalisation(torch.where(keep, fractions, 0.0))[0]
 
     def condition(self, energies: Tensor) -> Tensor:
         """Incident energies (N,) MeV -> condition (N, 1)."""
@@ -182,8 +190,8 @@ class CaloVQ:
         r = (ratio * e[:, None]).clamp_min(0.0)
         codes = tokens[:, k:].clamp_max(self.config.autoencoder_config.n_codes - 1)
         fractions = self.model_output_to_flat(self.vqvae.decode_indices(codes, cond))
-        fractions = self.transforms.calibrate_fractions(fractions.to(torch.float64), e)
-        showers = self.transforms.normalisation.inverse(fractions.to(torch.float64), r)
+        fractions = self.transforms.calibrate_fractions(fractions.to(torch.float64), r, e)
+        showers = self.transforms.normalisation.inverse(fractions, r)
         if self.config.output_threshold_mev > 0:
             showers = torch.where(showers < self.config.output_threshold_mev,
                                   torch.zeros_like(showers), showers)

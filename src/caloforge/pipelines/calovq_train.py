@@ -86,7 +86,11 @@ def encode_tokens(model: CaloVQ, showers: Tensor, energies: Tensor,
 @torch.no_grad()
 def fit_occupancy(model: CaloVQ, showers: Tensor, energies: Tensor, tokens: Tensor,
                   max_showers: int = 5000, batch_size: int = 512) -> OccupancyCalibration:
-    """Fit the occupancy cut on stage-1 reconstructions (true R) of training showers."""
+    """Fit the occupancy cut on stage-1 reconstructions (true R) of training showers.
+
+    The cut is fitted on each voxel's share of the reconstructed shower's energy, the
+    quantity :meth:`CaloVQTransforms.calibrate_fractions` cuts on.
+    """
     n = min(len(showers), max_showers)
     thr = model.config.output_threshold_mev
     k = model.config.n_r_tokens
@@ -98,7 +102,8 @@ def fit_occupancy(model: CaloVQ, showers: Tensor, energies: Tensor, tokens: Tens
             model.vqvae.decode_indices(tokens[lo:hi, k:].to(model.device), cond)).cpu()
         _, r = model.transforms.normalisation(showers[lo:hi].double())
         rec = model.transforms.normalisation.inverse(f.double(), r)
-        fractions.append(f)
+        # the cut acts on shares of the whole shower's energy (see calibrate_fractions)
+        fractions.append(rec / rec.sum(-1, keepdim=True).clamp_min(1e-30))
         eligible.append(rec > thr)
     target = (showers[:n] > thr).sum(-1)
     return OccupancyCalibration().fit(torch.cat(fractions), energy=energies[:n],

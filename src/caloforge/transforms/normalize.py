@@ -97,6 +97,15 @@ class ShowerNormalization(Transform):
             return showers.sum(-1, keepdim=True)
         return layer_energies(showers, self.layer_sizes)
 
+    def group_max(self, x: torch.Tensor) -> torch.Tensor:
+        """Largest value of each voxel's group (the shower, or its layer): (N, V) -> (N, V)
+        (broadcastable (N, 1) when global)."""
+        if self.mode == "global":
+            return x.amax(dim=-1, keepdim=True)
+        idx = _layer_index(self.layer_sizes, x.device).expand_as(x)
+        m = x.new_full((x.shape[0], self.n_r), float("-inf"))
+        return self._expand(m.scatter_reduce(-1, idx, x, "amax", include_self=True))
+
     def _forward(self, x: torch.Tensor, **cond: Any) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x)
         r = self.scale(x)
