@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -155,6 +156,12 @@ def test_plots_never_crash_the_report(files, tmp_path):
     paths = write_report(res, tmp_path / "o")
     html = open(paths["html"]).read()
     assert ("data:image/png;base64," in html) or ("plot" in html and "Warnings" in html)
+    # each embedded plot is also a PNG file of its own, for papers and READMEs
+    pngs = sorted(os.listdir(paths["plots"]))
+    assert len(pngs) == len(plots)
+    for name in pngs:
+        with open(os.path.join(paths["plots"], name), "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bad_inputs(files, tmp_path):

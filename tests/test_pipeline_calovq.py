@@ -21,6 +21,7 @@ def micro_config(steps1=40, steps2=100, normalisation="global"):
     # tested on its own below
     cfg.normalisation = cfg.vqvae.normalisation = normalisation
     cfg.r_token_mapping = "log" if normalisation == "layer" else "linear"
+    cfg.r_representation = "total_and_shares" if normalisation == "layer" else "direct"
     cfg.gpt.seq_len = cfg.n_r_tokens + cfg.n_shower_codes
     cfg.vqvae.channels = (16, 16)
     cfg.discriminator.channels = (8, 8)
@@ -172,7 +173,8 @@ def test_layerwise_r_learns_the_layer_energies(data_file, tmp_path):
     torch.manual_seed(0)
     model = train_calovq(micro_config(steps2=300, normalisation="layer"), data_file,
                          tmp_path / "m", progress=False)
-    assert model.config.n_r_tokens == 90 and model.config.gpt.seq_len == 90 + 48
+    # E_tot / E_inc and 45 layer shares, two digits each, then the shower codes
+    assert model.config.n_r_tokens == 92 and model.config.gpt.seq_len == 92 + 48
     ref = read_showers(data_file)
     e = torch.from_numpy(ref.incident_energies)
 
@@ -188,3 +190,27 @@ def test_layerwise_r_learns_the_layer_energies(data_file, tmp_path):
     err_trained = np.abs(log_profile(model) - truth).mean()
     err_untrained = np.abs(log_profile(untrained) - truth).mean()
     assert err_trained < 0.5 * err_untrained
+
+
+def test_total_and_shares_round_trip_and_validation(data_file):
+    from caloforge.pipelines import CaloVQTransforms
+
+    cfg = micro_config(normalisation="layer")
+    ref = read_showers(data_file)
+    s = torch.from_numpy(ref.showers).double()
+    e = torch.from_numpy(ref.incident_energies)
+    t = CaloVQTransforms.new(cfg, DS2).fit(s, e)
+    ratio = t.r_ratio(s, e)
+    assert ratio.shape == (len(s), 46)
+    # the first value is the response, the shares of each shower sum to 1
+    assert torch.allclose(ratio[:, 0], s.sum(1) / e)
+    assert torch.allclose(ratio[:, 1:].sum(1), torch.ones(len(s), dtype=torch.float64))
+    layers = t.normalisation(s)[1]
+    assert torch.allclose(t.r_from_ratio(ratio, e), layers, rtol=1e-9)
+    # through the two-digit tokens: layer energies survive to the tokeniser's precision
+    back = t.r_from_ratio(t.r_tokens.decode(t.r_tokens.encode(ratio)), e)
+    big = layers > 1e-3 * layers.sum(1, keepdim=True)
+    assert ((back - layers).abs()[big] / layers[big]).max() < 1e-3
+    cfg.normalisation = cfg.vqvae.normalisation = "global"
+    with pytest.raises(ConfigError, match="total_and_shares"):
+        type(cfg).__post_init__(cfg)

@@ -60,6 +60,11 @@ class CaloVQConfig:
     #: tokenisation of R/E_inc: "linear" 2^20 levels (spec A4); "log" for layer-wise
     #: presets, where linear levels collapse small layer fractions (recorded deviation)
     r_token_mapping: Literal["linear", "log"] = "linear"
+    #: what the R tokens hold under layer-wise normalisation: "direct", R_l / E_inc per
+    #: layer (the paper); "total_and_shares", E_tot / E_inc followed by each layer's share
+    #: R_l / E_tot (ours: the GPT then samples the total energy as one value instead of
+    #: the sum of 45 independently uncertain ones; docs/calovq.md)
+    r_representation: Literal["direct", "total_and_shares"] = "direct"
     #: widen the fitted R/E_inc range by this fraction on each side (ours)
     r_token_margin: float = 0.05
     #: incident-energy conditioning: log E scaled to [0, 1] over the training range (ours)
@@ -93,6 +98,11 @@ class CaloVQConfig:
             raise ConfigError("set exactly one of vqvae (cylindrical) and dense_vqvae (dense)")
         if not 0.0 <= self.validation_fraction < 0.5:
             raise ConfigError("validation_fraction must be in [0, 0.5)")
+        if self.r_representation not in ("direct", "total_and_shares"):
+            raise ConfigError("r_representation must be 'direct' or 'total_and_shares', got "
+                              f"{self.r_representation!r}")
+        if self.r_representation == "total_and_shares" and self.normalisation != "layer":
+            raise ConfigError("r_representation 'total_and_shares' needs normalisation 'layer'")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive")
         ae = self.autoencoder_config
@@ -120,12 +130,14 @@ class CaloVQConfig:
 
     @property
     def n_r_values(self) -> int:
-        """Scalars R per shower: 1 (global) or the number of active layers (layer-wise)."""
+        """Scalars tokenised per shower: 1 (global), the number of active layers
+        (layer-wise), plus one for the total with ``total_and_shares``."""
         from ..geometry import get_geometry
 
         if self.normalisation == "global":
             return 1
-        return len(get_geometry(self.geometry).active_layers)
+        n_layers = len(get_geometry(self.geometry).active_layers)
+        return n_layers + (self.r_representation == "total_and_shares")
 
     @property
     def n_r_tokens(self) -> int:
@@ -163,9 +175,10 @@ def _ds2(tiny: bool) -> CaloVQConfig:
     vq = VQVAEConfig(channels=(32, 48), resolutions=((23, 8), (12, 4)), vq_dim=32,
                      n_codes=256, cond_hidden_dim=32, attention=False, revive_dead_codes=True,
                      normalisation="layer")
-    n_r_tokens = 2 * 45
+    n_r_tokens = 2 * (1 + 45)
     return CaloVQConfig(
         geometry="ds2", normalisation="layer", r_token_mapping="log", vqvae=vq,
+        r_representation="total_and_shares",
         # ours (spec A15 allows it as an explicit option): zero voxels below the ds2
         # readout threshold, and calibrate the occupancy (docs/calovq.md), so that
         # generated files are as sparse as the data

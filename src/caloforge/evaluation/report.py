@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import CaloforgeError
 from ..geometry import CylindricalGeometry
-from ..io import ShowerFile
+from ..io import ShowerFile, atomic_path
 from .cache import cached_features
 from .classifier import ClassifierResult, classifier_test, low_level_inputs
 from .features import ShowerFeatures, apply_threshold, default_threshold, high_level_vector
@@ -616,10 +616,11 @@ def _html_cell(m: Metric) -> str:
 
 def write_report(result: EvaluationResult, out_dir: str | os.PathLike, *,
                  plots: bool = True) -> dict[str, str]:
-    """Write ``metrics.json`` and ``report.html`` into ``out_dir``.
+    """Write ``metrics.json``, ``report.html`` and the plots as PNG files
+    (``plots/NN-title.png``) into ``out_dir``; every file is written atomically.
 
     Returns:
-        ``{"json": path, "html": path}``.
+        ``{"json": path, "html": path, "plots": directory}``.
     """
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -628,8 +629,15 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike, *,
     data = _sanitise(result.to_json())
     data["warnings"] = warnings
     json_path = os.path.join(out_dir, "metrics.json")
-    with open(json_path, "w") as fh:
+    with atomic_path(json_path) as tmp, open(tmp, "w") as fh:
         json.dump(data, fh, indent=1, default=_json_default, allow_nan=False)
+    plot_dir = os.path.join(out_dir, "plots")
+    os.makedirs(plot_dir, exist_ok=True)
+    for i, (title, b64) in enumerate(figs):
+        slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
+        with atomic_path(os.path.join(plot_dir, f"{i:02d}-{slug[:60]}.png")) as tmp, \
+                open(tmp, "wb") as fh:
+            fh.write(base64.b64decode(b64))
     cols = ["reference floor", *result.labels]
     all_rows = {"reference floor": result.floor, **result.models}
     rows = "\n".join(
@@ -674,9 +682,9 @@ showers. Low-level metrics use {meta['n_voxel_showers']} showers per side (PRDC 
 </body></html>
 """
     html_path = os.path.join(out_dir, "report.html")
-    with open(html_path, "w") as fh:
+    with atomic_path(html_path) as tmp, open(tmp, "w") as fh:
         fh.write(doc)
-    return {"json": json_path, "html": html_path}
+    return {"json": json_path, "html": html_path, "plots": plot_dir}
 
 
 def _sanitise(o):

@@ -47,6 +47,9 @@ class CaloVQTransforms:
     r_tokens: DigitTokenizer
     #: fitted after stage 1 when ``config.occupancy_calibration`` (None otherwise)
     occupancy: OccupancyCalibration | None = None
+    #: R tokens hold E_tot / E_inc and the layer shares (``config.r_representation``);
+    #: part of the configuration, so not stored with the fitted state
+    total_and_shares: bool = False
 
     @classmethod
     def new(cls, config: CaloVQConfig, geometry: CylindricalGeometry) -> CaloVQTransforms:
@@ -56,13 +59,26 @@ class CaloVQTransforms:
             IncidentEnergyScaling(config.energy_scaling),
             DigitTokenizer(n_digits=2, base=1024, mapping=config.r_token_mapping,
                            margin=config.r_token_margin),
+            total_and_shares=config.r_representation == "total_and_shares",
         )
 
     def fit(self, showers: Tensor, energies: Tensor) -> CaloVQTransforms:
         """Fit on training showers (N, V) MeV and incident energies (N,) MeV."""
         self.energy.fit(energies)
-        _, r = self.normalisation(showers)
-        self.r_tokens.fit(r / energies[:, None])
+        self.r_tokens.fit(self.r_ratio(showers, energies))
+        return self
+
+    def fit_r_tokens(self, config: CaloVQConfig, showers: Tensor,
+                     energies: Tensor) -> CaloVQTransforms:
+        """(Re)fit the R tokeniser alone for ``config``'s R representation.
+
+        Only stage 2 uses it, so the prior can be retrained with another representation
+        on a frozen stage 1.
+        """
+        self.total_and_shares = config.r_representation == "total_and_shares"
+        self.r_tokens = DigitTokenizer(n_digits=2, base=1024, mapping=config.r_token_mapping,
+                                       margin=config.r_token_margin)
+        self.r_tokens.fit(self.r_ratio(showers, energies))
         return self
 
     def state(self) -> dict[str, Any]:
@@ -101,8 +117,24 @@ class CaloVQTransforms:
         return self.energy(energies).reshape(-1, 1).to(torch.float32)
 
     def r_ratio(self, showers: Tensor, energies: Tensor) -> Tensor:
-        """R / E_inc per shower, (N, n_r) (the value tokenised, spec A4)."""
-        return self.normalisation(showers)[1] / energies[:, None]
+        """The values tokenised (spec A4): R / E_inc per shower, (N, n_r); or, with
+        ``total_and_shares``, [E_tot / E_inc, R_l / E_tot for every layer], (N, 1 + n_r)."""
+        r = self.normalisation(showers)[1]
+        if not self.total_and_shares:
+            return r / energies[:, None]
+        total = r.sum(-1, keepdim=True)
+        shares = torch.where(total > 0, r / total.clamp_min(1e-30), 0.0)
+        return torch.cat([total / energies[:, None], shares], dim=-1)
+
+    def r_from_ratio(self, ratio: Tensor, energies: Tensor) -> Tensor:
+        """Inverse of :meth:`r_ratio`: R (N, n_r) in MeV. Generated shares are renormalised
+        to sum to 1, so the layers hold exactly the generated total."""
+        if not self.total_and_shares:
+            return (ratio * energies[:, None]).clamp_min(0.0)
+        total = (ratio[:, :1] * energies[:, None]).clamp_min(0.0)
+        shares = ratio[:, 1:].clamp_min(0.0)
+        norm = shares.sum(-1, keepdim=True)
+        return total * torch.where(norm > 0, shares / norm.clamp_min(1e-30), 0.0)
 
 
 def build_calovq_models(config: CaloVQConfig, *, with_discriminator: bool = False):
@@ -147,6 +179,7 @@ class CaloVQ:
         self.vqvae = vqvae.eval()
         self.gpt = gpt.eval()
         self.transforms = transforms
+        transforms.total_and_shares = config.r_representation == "total_and_shares"
         self.device = torch.device("cpu")
 
     # ----------------------------------------------------------------- shapes
@@ -187,7 +220,7 @@ class CaloVQ:
         cond = self.transforms.condition(e).to(self.device)
         k = self.config.n_r_tokens
         ratio = self.transforms.r_tokens.decode(tokens[:, :k].cpu()).to(self.device)
-        r = (ratio * e[:, None]).clamp_min(0.0)
+        r = self.transforms.r_from_ratio(ratio, e)
         codes = tokens[:, k:].clamp_max(self.config.autoencoder_config.n_codes - 1)
         fractions = self.model_output_to_flat(self.vqvae.decode_indices(codes, cond))
         fractions = self.transforms.calibrate_fractions(fractions.to(torch.float64), r, e)

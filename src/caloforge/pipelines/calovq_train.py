@@ -192,6 +192,7 @@ def train_calovq(config: CaloVQConfig, data_path: str | os.PathLike, out_dir: st
             )
         vqvae, gpt = build_calovq_models(config)
         ckpt.load_modules("vqvae", {"vqvae": vqvae})
+        transforms.fit_r_tokens(config, showers[train_idx].double(), energies[train_idx])
         model = CaloVQ(config, geometry, vqvae, gpt, transforms)
         tokens = encode_tokens(model, showers, energies)
         if config.occupancy_calibration:
