@@ -38,14 +38,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, dt)
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    """CPU model name, as the package's timing harness records it."""
+    from caloforge.evaluation.timing import machine_description
+
+    return machine_description()["cpu_model"]
 
 
 def usable_cores() -> int:
