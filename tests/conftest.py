@@ -18,3 +18,14 @@ def binning_dir() -> Path:
     if not BINNING_DIR.is_dir():
         pytest.skip(f"official binning files not found in {BINNING_DIR}")
     return BINNING_DIR
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

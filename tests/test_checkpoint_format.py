@@ -128,13 +128,16 @@ def test_corrupt_files(tmp_path):
     w.write_bytes(bytes(flipped))
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(tmp_path).state_dicts("vqvae")
-    # garbage with a matching manifest entry still fails cleanly in safetensors parsing
+    # without a recorded hash the weights are refused, unless the user opts out; then
+    # garbage still fails cleanly in safetensors parsing
     w.write_bytes(b"\x00" * len(good))
     m = json.loads((tmp_path / "checkpoint.json").read_text())
     m["stages"]["vqvae"]["sha256"] = None
     (tmp_path / "checkpoint.json").write_text(json.dumps(m))
-    with pytest.raises(CheckpointError, match="corrupt or truncated weights"):
+    with pytest.raises(CheckpointError, match="no sha256"):
         load_checkpoint(tmp_path).state_dicts("vqvae")
+    with pytest.raises(CheckpointError, match="corrupt or truncated weights"):
+        load_checkpoint(tmp_path, verify=False).state_dicts("vqvae")
     (tmp_path / "checkpoint.json").write_text('{"format": "caloforge-checkpoint", "format_ver')
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_checkpoint(tmp_path)

@@ -27,7 +27,13 @@ def _alpha_centre(a: int, n_alpha: int) -> float:
 
 
 def test_default_thresholds():
-    assert default_threshold(get_geometry("ds2")) == DS23_THRESHOLD_MEV == pytest.approx(0.01515)
+    # the official definition, 0.5 keV in silicon / sampling fraction 0.033, exactly the
+    # constant the simulator cuts its ds2/ds3 voxels at
+    from caloforge.simulation import DS23_THRESHOLD_MEV as SIMULATOR_THRESHOLD
+
+    assert default_threshold(get_geometry("ds2")) == DS23_THRESHOLD_MEV == 0.5e-3 / 0.033
+    assert DS23_THRESHOLD_MEV == pytest.approx(0.0151515151515, rel=1e-9)
+    assert SIMULATOR_THRESHOLD is DS23_THRESHOLD_MEV
     assert default_threshold(get_geometry("ds3")) == DS23_THRESHOLD_MEV
     assert default_threshold(get_geometry("ds1-photons")) == DS1_THRESHOLD_MEV == 1.0
     assert default_threshold(get_geometry("ds1-pions")) == 1.0

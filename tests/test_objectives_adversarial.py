@@ -117,3 +117,61 @@ def test_vqgan_objective_warmup_and_gradients():
     with torch.no_grad():
         v = obj.generator_terms(model, disc, batch, step=5)
     assert float(v["lambda"]) == 0.0 and float(v["gan"]) > 0.0
+
+
+def test_adaptive_weight_matches_a_hand_computation_on_a_tiny_network():
+    """Two-layer network y = W tanh(A x); rec = mean((y - t)^2), gan = mean(softplus(-v.y)).
+    The gradients at the last layer W are written out by hand (no autograd)."""
+    torch.manual_seed(5)
+    n, k, m = 4, 3, 2
+    x, t, v = torch.randn(n, 5), torch.randn(n, m), torch.randn(m)
+    A = torch.randn(k, 5, requires_grad=True)
+    W = torch.randn(m, k, requires_grad=True)
+    h = torch.tanh(x @ A.t())  # (n, k)
+    y = h @ W.t()  # (n, m)
+    rec = ((y - t) ** 2).mean()
+    s = y @ v  # discriminator logits (n,)
+    gan = torch.nn.functional.softplus(-s).mean()
+    with torch.no_grad():
+        g_rec = 2.0 / (n * m) * (y - t).t() @ h  # d rec / dW, (m, k)
+        dsig = -torch.sigmoid(-s) / n  # d gan / d s_i
+        g_gan = torch.outer(v, (dsig[:, None] * h).sum(0))  # d gan / dW
+        expected = g_rec.norm() / (g_gan.norm() + 1e-4)
+    lam = adaptive_weight(rec, gan, W)
+    torch.testing.assert_close(lam, expected, rtol=1e-6, atol=0.0)
+    assert not lam.requires_grad
+    # the clamp: the same losses with max_weight below lambda
+    assert float(adaptive_weight(rec, gan, W, max_weight=0.5 * float(expected))) == pytest.approx(
+        0.5 * float(expected))
+
+
+def test_discriminator_contributes_once_warmed_up():
+    """After the warm-up the generator loss holds lambda * L_GAN with lambda of the
+    reconstruction's scale: at the decoder's last layer the weighted adversarial gradient
+    has disc_weight times the norm of the reconstruction gradient, also after the
+    discriminator has trained and wins (when lambda itself becomes small)."""
+    model, disc, batch = _tiny()
+    obj = VQGANObjective(vq=VQObjective(), disc_weight=0.5, disc_start=3)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    for step in range(3, 40):
+        g = obj.generator_terms(model, disc, batch, step)
+        d = obj.discriminator_terms(model, disc, batch, step, x_fake=g["x_fake"])
+        opt_d.zero_grad()
+        d["loss"].backward()
+        opt_d.step()
+    assert float(d["logits_real"]) > float(d["logits_fake"])  # the discriminator learned
+    g = obj.generator_terms(model, disc, batch, step=40)
+    assert float(g["gan"]) > 0.0 and float(g["lambda"]) > 0.0
+    adversarial = g["loss"] - (g["rec"] + g["codebook"] + g["commitment"])
+    torch.testing.assert_close(adversarial, 0.5 * g["lambda"] * g["gan"])
+    assert float(adversarial.detach()) > 1e-2 * float(g["rec"].detach())  # not negligible
+    # disc_weight * |g_gan| / (|g_gan| + delta): 0.5 up to delta's share of the norm
+    torch.testing.assert_close(g["gan_grad_ratio"], torch.tensor(0.5), rtol=1e-2, atol=0.0)
+    # the same ratio, measured directly on the gradients the optimiser will see
+    w = model.last_layer
+    g_adv = torch.autograd.grad(adversarial, w, retain_graph=True)[0]
+    g_rec = torch.autograd.grad(g["rec"], w)[0]
+    assert float(g_adv.norm() / g_rec.norm()) == pytest.approx(float(g["gan_grad_ratio"]),
+                                                               rel=1e-4)
+    before = obj.generator_terms(model, disc, batch, step=2)
+    assert float(before["gan_grad_ratio"]) == 0.0 and float(before["lambda"]) == 0.0

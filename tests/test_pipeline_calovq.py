@@ -9,7 +9,8 @@ from caloforge.errors import CaloforgeError, CheckpointError, ConfigError
 from caloforge.evaluation.separation import separation_power
 from caloforge.geometry import get_geometry
 from caloforge.io import read_showers
-from caloforge.pipelines import CaloVQ, build_calovq_models, load_generator, train_calovq
+from caloforge.pipelines import load_generator, train_pipeline
+from caloforge.pipelines.calovq import CaloVQ, build_calovq_models
 from caloforge.simulation import simulate_to_file
 
 DS2 = get_geometry("ds2")
@@ -26,7 +27,7 @@ def micro_config(steps1=40, steps2=100, normalisation="global"):
     cfg.vqvae.channels = (16, 16)
     cfg.discriminator.channels = (8, 8)
     cfg.gan.start, cfg.gan.ramp = steps1 // 2, 5
-    for tc, steps in ((cfg.stage1, steps1), (cfg.stage2, steps2)):
+    for tc, steps in ((cfg.training.vqvae, steps1), (cfg.training.gpt, steps2)):
         tc.max_steps, tc.warmup_steps, tc.batch_size = steps, 5, 32
         tc.val_every, tc.checkpoint_every, tc.log_every = steps // 2, 0, 10
         tc.ema_decay = 0.0
@@ -44,7 +45,7 @@ def data_file(tmp_path_factory):
 def trained(data_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt") / "calovq"
     torch.manual_seed(0)
-    model = train_calovq(micro_config(), data_file, out, progress=False)
+    model = train_pipeline(micro_config(), data_file, out, progress=False)
     return model, out
 
 
@@ -123,12 +124,12 @@ def test_wrong_geometry_data_is_refused(tmp_path):
     g3 = get_geometry("ds1-photons")
     simulate_to_file(tmp_path / "ds1.h5", g3, 30, seed=0, progress=False)
     with pytest.raises(CaloforgeError, match="368 voxels but geometry 'ds2'"):
-        train_calovq(micro_config(2, 2), tmp_path / "ds1.h5", tmp_path / "o", progress=False)
+        train_pipeline(micro_config(2, 2), tmp_path / "ds1.h5", tmp_path / "o", progress=False)
 
 
 def test_gpt_stage_needs_vqvae(data_file, tmp_path):
-    with pytest.raises(CheckpointError, match="stage 1|no trained|does not exist"):
-        train_calovq(micro_config(2, 2), data_file, tmp_path / "o", stages=("gpt",),
+    with pytest.raises(CheckpointError, match="needs the trained stage"):
+        train_pipeline(micro_config(2, 2), data_file, tmp_path / "o", stages=("gpt",),
                      progress=False)
 
 
@@ -136,9 +137,9 @@ def test_cli_train_generate_round_trip(data_file, tmp_path):
     from caloforge.cli import main
 
     sets = ["--set", "vqvae.channels=[8, 8]", "--set", "discriminator.channels=[8]",
-            "--set", "stage1.max_steps=4", "--set", "stage2.max_steps=4",
-            "--set", "stage1.warmup_steps=1", "--set", "stage2.warmup_steps=1",
-            "--set", "stage1.batch_size=16", "--set", "stage2.batch_size=16"]
+            "--set", "training.vqvae.max_steps=4", "--set", "training.gpt.max_steps=4",
+            "--set", "training.vqvae.warmup_steps=1", "--set", "training.gpt.warmup_steps=1",
+            "--set", "training.vqvae.batch_size=16", "--set", "training.gpt.batch_size=16"]
     assert main(["train", "calovq-ds2-tiny", "--data", str(data_file), "--out",
                  str(tmp_path / "m"), "--no-progress", *sets]) == 0
     assert main(["generate", str(tmp_path / "m"), "--energies-from", str(data_file), "-n", "25",
@@ -171,7 +172,7 @@ def test_occupancy_calibration_brings_sparsity_toward_the_data(trained, data_fil
 def test_layerwise_r_learns_the_layer_energies(data_file, tmp_path):
     """With layer-wise R (the shipped preset) the GPT generates the 45 layer energies."""
     torch.manual_seed(0)
-    model = train_calovq(micro_config(steps2=300, normalisation="layer"), data_file,
+    model = train_pipeline(micro_config(steps2=300, normalisation="layer"), data_file,
                          tmp_path / "m", progress=False)
     # E_tot / E_inc and 45 layer shares, two digits each, then the shower codes
     assert model.config.n_r_tokens == 92 and model.config.gpt.seq_len == 92 + 48
@@ -193,7 +194,7 @@ def test_layerwise_r_learns_the_layer_energies(data_file, tmp_path):
 
 
 def test_total_and_shares_round_trip_and_validation(data_file):
-    from caloforge.pipelines import CaloVQTransforms
+    from caloforge.pipelines.calovq import CaloVQTransforms
 
     cfg = micro_config(normalisation="layer")
     ref = read_showers(data_file)

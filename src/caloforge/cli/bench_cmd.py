@@ -14,6 +14,9 @@ def _ints(text: str) -> list[int]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench", help="time generation per shower",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  caloforge bench calodream-ds2-tiny --batch-sizes 1,100,1000 --threads 1,2\n"
+        "  caloforge bench model/ --solver bns-8 --json bench.json",
         description="Time a model's generation per shower at several batch sizes and thread "
         "counts (and on GPU), after warm-up, median of repeats, with the embedded reference "
         "simulator's time per shower on the same machine as the denominator.")
@@ -24,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", action="append", default=None,
                    help="cpu and/or cuda (default: cpu, plus cuda when available)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--solver", default=None,
+                   help="ODE solver of flow-based models (e.g. rk4-20, bns-8); default: the model's")
     p.add_argument("--no-reference", action="store_true",
                    help="skip timing the reference simulator")
     p.add_argument("--json", default=None, help="write the result here")
@@ -37,7 +42,14 @@ def run(args: argparse.Namespace) -> int:
     from ..pipelines import load_generator
     from ..simulation import simulate_showers
 
+    from ..errors import ConfigError
+
     model = load_generator(args.model)
+    if args.solver is not None:
+        if not hasattr(model, "set_solver"):
+            raise ConfigError(f"--solver: {args.model} is not a flow-based model (no ODE solver)")
+        model.set_solver(args.solver)
+    print(f"timing {model} ...", flush=True)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     placed = {}
 

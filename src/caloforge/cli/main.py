@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 from .._version import __version__
@@ -19,7 +20,7 @@ from ..errors import CaloforgeError
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("run", "simulate", "info", "train", "generate", "evaluate", "bench", "plot")
+COMMANDS = ("run", "simulate", "info", "train", "generate", "evaluate", "bench", "plot", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +51,21 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"caloforge {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"caloforge {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # SIGINT, or SIGINT/SIGTERM during a write (caloforge.errors.Interrupted, whose
+        # temporary file is already removed): one line, the shell's exit status
+        print(f"caloforge {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 130))
+    except BrokenPipeError:
+        # the reader went away (`caloforge info FILE | head`): stop quietly, and point
+        # stdout at /dev/null so that the interpreter's final flush does not complain
+        _silence_stdout()
+        return 141
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout without a file descriptor (captured in tests)

@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Average the showers of a CaloChallenge file (read in chunks, so files "
         "larger than memory work) and draw the mean energy per layer beside the r-alpha "
         "image of one layer.",
+        epilog="example: caloforge plot average ds2_gflash.h5 -o average.png",
     )
     a.add_argument("file", help="CaloChallenge HDF5 file")
     a.add_argument("-o", "--output", required=True, help="image to write (.png, .pdf, .svg)")

@@ -1,10 +1,11 @@
 """``caloforge run``: the whole job on the embedded default, in one command.
 
 Simulate reference ds2 showers with the embedded GFlash simulator (a training set and a
-held-out set), train the small Calo-VQ preset on them, generate as many showers as the
-held-out set with the trained model and with the model shipped in the package, evaluate
-both against the held-out set next to the reference-vs-reference floor, and write the
-report. ``--pretrained-only`` skips the training (a few minutes instead of a quarter hour).
+held-out set), train the small preset of a pipeline on them (``--pipeline``, default
+calodream), generate as many showers as the held-out set with the trained model and with
+every model shipped in the package, evaluate them against the held-out set next to the
+reference-vs-reference floor, and write the report. ``--pretrained-only`` skips the
+training and evaluates every shipped model side by side.
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="simulate, train, generate, evaluate and report in one go",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the main job on the embedded default: simulate reference ds2 "
-        "showers, train a small Calo-VQ model, generate with it (and with the shipped "
-        "model), evaluate against held-out reference showers and write report.html.")
-    p.add_argument("--out", default="caloforge-run", help="output directory")
-    p.add_argument("--preset", default="calovq-ds2-tiny", help="model preset to train")
+        "showers, train a small model, generate with it (and with every shipped model), "
+        "evaluate against held-out reference showers and write report.html.",
+        epilog="example:\n  caloforge run -o demo\n  caloforge run -o demo --pipeline calovq\n"
+        "  caloforge run -o demo --pretrained-only")
+    p.add_argument("-o", "--out", default="caloforge-run", help="output directory")
+    p.add_argument("--pipeline", default="calodream",
+                   help="pipeline whose <pipeline>-ds2-tiny preset is trained (default: calodream)")
+    p.add_argument("--preset", default=None,
+                   help="model preset to train (default: <pipeline>-ds2-tiny)")
     p.add_argument("--n-train", type=int, default=30_000, help="training showers")
     p.add_argument("--n-reference", type=int, default=30_000,
                    help="held-out showers (30k: enough for the FPD floor on two halves)")
@@ -34,7 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a setting of the trained preset")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: the CPUs this process may use)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -47,12 +57,25 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import EvaluationOptions, evaluate, format_table, write_report
     from ..geometry import get_geometry
     from ..io import read_showers
-    from ..pipelines import generate_to_file, load_generator, pretrained_models, train_pipeline
+    from ..pipelines import (
+        generate_to_file,
+        get_pipeline,
+        load_generator,
+        pretrained_models,
+        train_pipeline,
+    )
     from ..simulation import simulate_to_file
+    from ..threads import set_threads
     from .train_cmd import build_config
 
     if args.n_reference < 100 or (not args.pretrained_only and args.n_train < 100):
         raise ConfigError("--n-train and --n-reference must be at least 100")
+    # everything that can be wrong is checked before minutes of simulation
+    config = None
+    preset = args.preset or f"{get_pipeline(args.pipeline).name}-ds2-tiny"
+    if not args.pretrained_only:
+        config = build_config(preset, [], args.overrides)
+    set_threads(args.threads)
     out = args.out
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
@@ -75,15 +98,16 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(train_path):
             simulate_to_file(train_path, geometry, args.n_train, seed=args.seed)
         timings["simulate training set"] = time.perf_counter() - t
-        _step(f"training {args.preset} (both stages)")
+        _step(f"training {preset} (all stages)")
         t = time.perf_counter()
-        config = build_config(args.preset, [], args.overrides)
-        ckpt = os.path.join(out, args.preset)
-        train_pipeline(config, train_path, ckpt, resume=args.resume)
+        ckpt = os.path.join(out, preset)
+        train_pipeline(config, train_path, ckpt, resume=args.resume,
+                       progress=not args.no_progress, seed=args.seed)
         timings["train"] = time.perf_counter() - t
-        models.append((f"{args.preset} (trained here)", ckpt))
-    if "calovq-ds2-tiny" in pretrained_models():
-        models.append(("calovq-ds2-tiny (shipped)", "calovq-ds2-tiny"))
+        models.append((f"{preset} (trained here)", ckpt))
+    for name in pretrained_models():
+        if load_generator(name).geometry.same_binning(geometry):
+            models.append((f"{name} (shipped)", name))
     if not models:
         raise ConfigError("no model to evaluate: train one or install the shipped model")
 
@@ -92,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         _step(f"generating {len(energies)} showers with {label}")
         t = time.perf_counter()
         path = os.path.join(out, f"generated_{i}.h5")
-        generate_to_file(load_generator(spec), energies, path, seed=args.seed)
+        generate_to_file(load_generator(spec), energies, path, seed=args.seed,
+                         progress=not args.no_progress)
         timings[f"generate: {label}"] = time.perf_counter() - t
         generated.append(path)
         labels.append(label)

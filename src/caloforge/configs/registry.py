@@ -12,9 +12,9 @@ __all__ = ["get_preset", "list_presets", "preset_description", "register_preset"
 
 _PRESETS: dict[str, tuple[Callable[[], Any], str]] = {}
 
-#: Modules whose import registers the built-in presets. They import models and training,
-#: which import this package, so they are loaded on first use rather than at import time.
-_BUILTIN_PRESET_MODULES = ("caloforge.configs.calovq",)
+#: Each system declares its presets in its pipeline package; the pipeline registry loads
+#: them on first use (they import models and training, which import this package).
+_BUILTIN_PRESET_MODULES = ("caloforge.pipelines",)
 _builtins_loaded = False
 
 
@@ -25,7 +25,7 @@ def _load_builtins() -> None:
         import importlib
 
         for module in _BUILTIN_PRESET_MODULES:
-            importlib.import_module(module)
+            importlib.import_module(module).load_builtin_pipelines()
 
 
 def register_preset(name: str, factory: Callable[[], Any], description: str = "") -> None:

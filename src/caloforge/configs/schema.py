@@ -35,7 +35,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
+def _convert(tp: Any, value: Any, path: str, require_all: bool = False) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert containers."""
     if tp is Any:
         return value
@@ -55,7 +55,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             for a in options:
                 f = {x.name: x for x in dataclasses.fields(a)}.get("type")
                 if f is not None and f.default == value["type"]:
-                    return config_from_dict(a, value, _path=path)
+                    return config_from_dict(a, value, require_all=require_all, _path=path)
             tags = [
                 {x.name: x for x in dataclasses.fields(a)}["type"].default
                 for a in options
@@ -68,7 +68,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         errors = []
         for a in options:
             try:
-                return _convert(a, value, path)
+                return _convert(a, value, path, require_all)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(f"value {value!r}{_where(path)} does not match {_type_name(tp)}")
@@ -84,7 +84,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"expected a table for {tp.__name__}{_where(path)}, got {value!r}")
-        return config_from_dict(tp, value, _path=path)
+        return config_from_dict(tp, value, require_all=require_all, _path=path)
     if origin in (list, tuple, typing.Sequence, set, frozenset) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"expected a list{_where(path)}, got {value!r}")
@@ -103,7 +103,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"expected a table{_where(path)}, got {value!r}")
         vt = args[1] if len(args) == 2 else Any
-        return {str(k): _convert(vt, v, f"{path}.{k}") for k, v in value.items()}
+        return {str(k): _convert(vt, v, f"{path}.{k}", require_all) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"expected true/false{_where(path)}, got {value!r}")
@@ -131,8 +131,12 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     return value  # an annotation we do not check (e.g. a Protocol)
 
 
-def config_from_dict(cls: type[C], d: Mapping[str, Any], *, _path: str = "") -> C:
+def config_from_dict(cls: type[C], d: Mapping[str, Any], *, require_all: bool = False,
+                     _path: str = "") -> C:
     """Build dataclass ``cls`` from a (nested) dict, strictly.
+
+    With ``require_all`` every field must be given, also those with defaults (configs
+    stored in checkpoints record every field; a missing one is damage, not a default).
 
     Raises:
         ConfigError: unknown key (with a close-match suggestion), missing required field,
@@ -155,8 +159,9 @@ def config_from_dict(cls: type[C], d: Mapping[str, Any], *, _path: str = "") -> 
     for name, f in fields.items():
         sub = f"{_path}.{name}" if _path else name
         if name in d:
-            kwargs[name] = _convert(hints.get(name, Any), d[name], sub)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            kwargs[name] = _convert(hints.get(name, Any), d[name], sub, require_all)
+        elif require_all or (f.default is dataclasses.MISSING
+                             and f.default_factory is dataclasses.MISSING):
             raise ConfigError(f"missing required config key '{sub}' for {cls.__name__}")
     try:
         return cls(**kwargs)

@@ -24,6 +24,7 @@ from .floor import split_halves
 from .fpd_kpd import (
     InsufficientDataError,
     fpd,
+    fpd_official,
     frechet_distance,
     kpd,
     mmd2_unbiased_poly,
@@ -69,6 +70,7 @@ __all__ = [
     "feature_bins",
     "format_table",
     "fpd",
+    "fpd_official",
     "frechet_distance",
     "geometry_family",
     "high_level_vector",

@@ -30,7 +30,7 @@ import numpy as np
 from ..geometry import CylindricalGeometry
 from .features import VOXEL_FINE_EDGES, geometry_family
 
-__all__ = ["FEATURE_NAMES", "feature_bins", "voxel_bin_groups"]
+__all__ = ["CONVENTIONS", "FEATURE_NAMES", "feature_bins", "voxel_bin_groups"]
 
 #: Features with a histogram binning (per-layer ones take a ``layer``).
 FEATURE_NAMES = ("response", "e_tot", "e_layer", "ec_eta", "ec_phi", "width_eta",
@@ -45,8 +45,15 @@ def _log_bins(lo: float, hi: float, n: int) -> np.ndarray:
     return np.logspace(np.log10(lo), np.log10(hi), n + 1)
 
 
+#: Conventions of the histograms: ``caloforge`` (40 E_layer bins, under- and overflow
+#: counted) or ``official`` (the CaloChallenge code's: 40 edges, i.e. 39 E_layer bins, and
+#: entries outside the binning dropped).
+CONVENTIONS = ("caloforge", "official")
+
+
 def feature_bins(feature: str, geometry: CylindricalGeometry, *, layer: int | None = None,
-                 reference: np.ndarray | None = None, threshold: float | None = None) -> np.ndarray:
+                 reference: np.ndarray | None = None, threshold: float | None = None,
+                 convention: str = "caloforge") -> np.ndarray:
     """Bin edges of ``feature`` (in the units of :class:`ShowerFeatures`).
 
     Args:
@@ -56,7 +63,11 @@ def feature_bins(feature: str, geometry: CylindricalGeometry, *, layer: int | No
         reference: reference values, needed for the data-driven binnings (``e_layer``:
             its maximum; ``e_tot``: its minimum and maximum).
         threshold: the voxel threshold in MeV (lower edge of ``e_layer``).
+        convention: ``"caloforge"`` (40 ``e_layer`` bins) or ``"official"`` (39: the
+            challenge's code takes 40 log-spaced edges).
     """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, not {convention!r}")
     ds1 = geometry_family(geometry) == "ds1"
     lay = -1 if layer is None else int(layer)
     if feature == "response":
@@ -66,7 +77,8 @@ def feature_bins(feature: str, geometry: CylindricalGeometry, *, layer: int | No
     if feature == "e_layer":
         if reference is None or threshold is None:
             raise ValueError("e_layer binning needs the reference values and the threshold")
-        return _log_bins(threshold, np.max(reference) if len(reference) else threshold, 40)
+        n = 39 if convention == "official" else 40
+        return _log_bins(threshold, np.max(reference) if len(reference) else threshold, n)
     if feature == "e_tot":
         if reference is None:
             raise ValueError("e_tot binning needs the reference values")

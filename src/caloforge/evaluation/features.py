@@ -3,8 +3,8 @@
 Every feature is computed once per file (:func:`compute_features`) and reused by every
 metric. Definitions follow the CaloChallenge 2022 evaluation:
 
-* voxels below a threshold are set to zero first (1 MeV for dataset 1, 15.15 keV for
-  datasets 2 and 3, see :func:`default_threshold`);
+* voxels below a threshold are set to zero first (1 MeV for dataset 1, 0.5 keV / 0.033
+  = 15.1515 keV for datasets 2 and 3, see :func:`default_threshold`);
 * ``e_layer``: energy per layer; ``e_tot``: their sum;
 * centres of energy ``<x> = sum E x / sum E`` per layer in the cell coordinates
   ``eta = r cos(alpha)``, ``phi = r sin(alpha)`` (layers with angular bins) and ``r``
@@ -29,6 +29,10 @@ import scipy.sparse as sp
 from ..geometry import CylindricalGeometry
 from ..io import ShowerData, ShowerFile
 
+# the official thresholds, one constant shared with the simulator: 1 MeV for dataset 1,
+# 0.5 keV in silicon / 0.033 = 0.0151515... MeV for datasets 2 and 3
+from ..io.calochallenge import DS1_THRESHOLD_MEV, DS23_THRESHOLD_MEV
+
 __all__ = [
     "DS1_THRESHOLD_MEV",
     "DS23_THRESHOLD_MEV",
@@ -42,8 +46,6 @@ __all__ = [
     "high_level_vector",
 ]
 
-DS1_THRESHOLD_MEV = 1.0
-DS23_THRESHOLD_MEV = 15.15e-3
 
 #: Fine log bins (MeV) of the accumulated voxel-energy histogram: 20 per decade from
 #: 1 keV to 10 TeV; metrics merge them into the challenge's 50 bins (see binning.py).
@@ -65,7 +67,8 @@ def geometry_family(geometry: CylindricalGeometry) -> str:
 
 
 def default_threshold(geometry: CylindricalGeometry) -> float:
-    """The challenge's voxel threshold (MeV): 1 MeV for dataset 1, 15.15 keV otherwise."""
+    """The challenge's voxel threshold (MeV): 1 MeV for dataset 1, 0.5e-3 / 0.033 =
+    0.0151515... MeV otherwise."""
     return DS1_THRESHOLD_MEV if geometry_family(geometry) == "ds1" else DS23_THRESHOLD_MEV
 
 
@@ -243,7 +246,8 @@ def _chunk_features(data: ShowerData, threshold: float, mats: _FeatureMatrices) 
 
 def compute_features(source, *, geometry: CylindricalGeometry | None = None,
                      threshold: float | None = None, max_showers: int | None = None,
-                     chunk_size: int | None = None, start: int = 0) -> ShowerFeatures:
+                     chunk_size: int | None = None, start: int = 0,
+                     rows: np.ndarray | None = None) -> ShowerFeatures:
     """High-level features of showers, computed chunk by chunk.
 
     Args:
@@ -251,28 +255,41 @@ def compute_features(source, *, geometry: CylindricalGeometry | None = None,
             CaloChallenge file (opened and closed here).
         geometry: needed only for a path whose geometry cannot be detected.
         threshold: voxel threshold in MeV (default :func:`default_threshold`).
-        max_showers: use only the first ``max_showers`` showers.
+        max_showers: use only the first ``max_showers`` showers (from ``start``).
         chunk_size: showers per chunk (default: about 40M voxels per chunk, so memory
             stays near 0.7 GB whatever the geometry); peak memory is about
             ``chunk_size * V * 16`` bytes plus the features themselves.
+        rows: use exactly these rows (increasing row numbers), e.g. a random subset;
+            excludes ``start`` and ``max_showers``.
 
     Returns:
-        :class:`ShowerFeatures` of ``min(N, max_showers)`` showers.
+        :class:`ShowerFeatures` of ``min(N, max_showers)`` showers, or of ``rows``.
     """
+    if rows is not None:
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        if start or max_showers is not None:
+            raise ValueError("give rows, or start / max_showers, not both")
     if chunk_size is None and not isinstance(source, (str, bytes)) and hasattr(source, "geometry"):
         chunk_size = max(100, int(4e7 // source.geometry.n_voxels))
     if isinstance(source, ShowerData):
         g = source.geometry
+        if rows is not None:
+            chunks = (source[rows[lo:lo + chunk_size]] for lo in range(0, len(rows), chunk_size))
+            return _features_from_chunks(chunks, g, threshold)
         stop = len(source) if max_showers is None else min(len(source), start + max_showers)
         chunks = (source[lo:min(lo + chunk_size, stop)] for lo in range(start, stop, chunk_size))
         return _features_from_chunks(chunks, g, threshold)
     if isinstance(source, ShowerFile):
+        if rows is not None:
+            chunks = (source.read_rows(rows[lo:lo + chunk_size])
+                      for lo in range(0, len(rows), chunk_size))
+            return _features_from_chunks(chunks, source.geometry, threshold)
         stop = None if max_showers is None else start + max_showers
         return _features_from_chunks(source.iter_chunks(chunk_size, start, stop),
                                      source.geometry, threshold)
     with ShowerFile(source, geometry) as f:
         return compute_features(f, threshold=threshold, max_showers=max_showers,
-                                chunk_size=chunk_size, start=start)
+                                chunk_size=chunk_size, start=start, rows=rows)
 
 
 def _features_from_chunks(chunks, geometry, threshold) -> ShowerFeatures:

@@ -25,11 +25,19 @@ import numpy as np
 from ..errors import CaloforgeError
 from ..geometry import CylindricalGeometry
 from ..io import ShowerFile, atomic_path
+from .binning import CONVENTIONS
 from .cache import cached_features
 from .classifier import ClassifierResult, classifier_test, low_level_inputs
-from .features import ShowerFeatures, apply_threshold, default_threshold, high_level_vector
+from .features import ShowerFeatures, default_threshold, high_level_vector
 from .floor import split_halves
-from .fpd_kpd import InsufficientDataError, fpd, kpd, scale_by_reference
+from .fpd_kpd import (
+    InsufficientDataError,
+    fpd,
+    fpd_official,
+    kpd,
+    kpd_error_note,
+    scale_by_reference,
+)
 from .prdc import log_voxels, prdc
 from .separation import separation_powers
 
@@ -70,14 +78,25 @@ METRIC_KEYS = tuple(k for k, _ in METRICS)
 
 @dataclass
 class Metric:
-    """One number of the report: value (None when not computed), error, and a note."""
+    """One number of the report: value (None when not computed), error, a note, and the
+    showers it used.
+
+    Attributes:
+        value: the metric, or None when it could not be computed (``note`` says why).
+        error: its uncertainty, or None when the method gives none or its estimate would
+            mean nothing at these sample sizes (``note`` then says why).
+        note: why the value or the error is missing.
+        n: showers used, ``(reference side, generated side)``.
+    """
 
     value: float | None
     error: float | None = None
     note: str | None = None
+    n: tuple[int, int] | None = None
 
     def to_dict(self) -> dict:
-        return {"value": self.value, "error": self.error, "note": self.note}
+        return {"value": self.value, "error": self.error, "note": self.note,
+                "n": None if self.n is None else [int(self.n[0]), int(self.n[1])]}
 
 
 @dataclass
@@ -98,6 +117,15 @@ class EvaluationOptions:
         w1_subsamples: subsamples of the W1 error.
         voxel_memory_bytes: cap on the voxels read into memory per sample.
         seed: seeds every random choice.
+        convention: ``"caloforge"`` (bias-corrected FPD extrapolated from batches drawn
+            without replacement, KPD on batches of ``kpd_batch_size``, 40 E_layer bins with
+            under- and overflow) or ``"official"`` (the CaloChallenge evaluation's
+            sampling and binning, so that values stand beside published tables: FPD from
+            ``official_fpd_samples`` batches drawn with replacement, KPD on 10 batches of
+            ``official_kpd_batch_size`` with replacement, 39 E_layer bins, out-of-range
+            entries dropped).
+        official_fpd_samples: (smallest, largest) FPD batch of the official convention.
+        official_kpd_batch_size: KPD batch of the official convention.
     """
 
     classifier: str = "cpu"
@@ -113,10 +141,24 @@ class EvaluationOptions:
     w1_subsamples: int = 10
     voxel_memory_bytes: int = 1_500_000_000
     seed: int = 0
+    convention: str = "caloforge"
+    official_fpd_samples: tuple[int, int] = (20_000, 50_000)
+    official_kpd_batch_size: int = 5_000
 
     def __post_init__(self):
         if self.classifier not in ("none", "cpu", "official"):
             raise CaloforgeError(f"classifier must be none, cpu or official, not {self.classifier!r}")
+        if self.convention not in CONVENTIONS:
+            raise CaloforgeError(f"convention must be one of {', '.join(CONVENTIONS)}, "
+                                 f"not {self.convention!r}")
+        for name in ("max_lowlevel", "max_prdc", "prdc_k", "fpd_min_samples", "fpd_sizes",
+                     "fpd_batches", "kpd_batch_size", "kpd_batches", "w1_subsamples",
+                     "voxel_memory_bytes", "official_kpd_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise CaloforgeError(f"{name} must be >= 1, got {getattr(self, name)}")
+        lo, hi = self.official_fpd_samples
+        if not 2 <= lo <= hi:
+            raise CaloforgeError(f"official_fpd_samples must be 2 <= min <= max, got {lo}, {hi}")
 
 
 @dataclass
@@ -214,7 +256,8 @@ def compare(ref: ShowerFeatures, gen: ShowerFeatures, geometry: CylindricalGeome
     opts = options or EvaluationOptions()
     metrics: dict[str, Metric] = {}
     details: dict = {}
-    sp = separation_powers(ref, gen, geometry)
+    official = opts.convention == "official"
+    sp = separation_powers(ref, gen, geometry, convention=opts.convention)
     for feat in _SEP_FEATURES:
         metrics[f"sep/{feat}"] = _finite_or_note(sp[feat]["mean"], why="no entries in the binning range")
     details["separation_power"] = sp
@@ -226,15 +269,25 @@ def compare(ref: ShowerFeatures, gen: ShowerFeatures, geometry: CylindricalGeome
     hl_ref, hl_gen = high_level_vector(ref, geometry), high_level_vector(gen, geometry)
     s_ref, s_gen = scale_by_reference(hl_ref, hl_gen)
     try:
-        v, e = fpd(s_ref, s_gen, min_samples=opts.fpd_min_samples, n_sizes=opts.fpd_sizes,
-                   n_batches=opts.fpd_batches, rng=opts.seed)
+        if official:
+            lo, hi = opts.official_fpd_samples
+            v, e = fpd_official(s_ref, s_gen, min_samples=lo, max_samples=hi, rng=opts.seed)
+        else:
+            v, e = fpd(s_ref, s_gen, min_samples=opts.fpd_min_samples, n_sizes=opts.fpd_sizes,
+                       n_batches=opts.fpd_batches, rng=opts.seed)
         metrics["fpd"] = _finite_or_note(v * 1e3, e * 1e3)
     except InsufficientDataError as exc:
         metrics["fpd"] = Metric(None, None, str(exc))
     try:
-        v, e = kpd(s_ref, s_gen, batch_size=opts.kpd_batch_size, n_batches=opts.kpd_batches,
-                   rng=opts.seed)
-        metrics["kpd"] = _finite_or_note(v * 1e3, e * 1e3)
+        if official:
+            v, e = kpd(s_ref, s_gen, batch_size=opts.official_kpd_batch_size, n_batches=10,
+                       rng=opts.seed, replace=True, quantiles=(16.275, 83.725))
+        else:
+            v, e = kpd(s_ref, s_gen, batch_size=opts.kpd_batch_size,
+                       n_batches=opts.kpd_batches, rng=opts.seed)
+        metrics["kpd"] = _finite_or_note(v * 1e3, None if e is None else e * 1e3)
+        if metrics["kpd"].value is not None and e is None:
+            metrics["kpd"].note = kpd_error_note(len(s_ref), len(s_gen), opts.kpd_batch_size)
     except InsufficientDataError as exc:
         metrics["kpd"] = Metric(None, None, str(exc))
     if ref_voxels is not None and gen_voxels is not None:
@@ -242,7 +295,7 @@ def compare(ref: ShowerFeatures, gen: ShowerFeatures, geometry: CylindricalGeome
         try:
             r = prdc(log_voxels(ref_voxels[1][:n]), log_voxels(gen_voxels[1][:n]), k=opts.prdc_k)
             for name in ("precision", "recall", "density", "coverage"):
-                metrics[f"prdc/{name}"] = Metric(r[name], None, None)
+                metrics[f"prdc/{name}"] = Metric(r[name], None, None, (n, n))
             details["prdc_n"] = n
         except InsufficientDataError as exc:
             for name in ("precision", "recall", "density", "coverage"):
@@ -266,6 +319,8 @@ def compare(ref: ShowerFeatures, gen: ShowerFeatures, geometry: CylindricalGeome
                 cls_results[kind] = res
                 metrics[f"{kind}/auc"] = _finite_or_note(res.auc)
                 metrics[f"{kind}/jsd"] = _finite_or_note(res.jsd)
+                for name in ("auc", "jsd"):
+                    metrics[f"{kind}/{name}"].n = (res.n_per_class, res.n_per_class)
                 details[kind] = {"n_per_class": res.n_per_class, "best_epoch": res.best_epoch,
                                  "test_accuracy": res.test_accuracy, "preset": res.preset,
                                  "hidden": list(res.hidden)}
@@ -274,22 +329,41 @@ def compare(ref: ShowerFeatures, gen: ShowerFeatures, geometry: CylindricalGeome
                 note = str(exc)
         metrics[f"{kind}/auc"] = Metric(None, None, note)
         metrics[f"{kind}/jsd"] = Metric(None, None, note)
+    n_feat = (len(ref), len(gen))
+    for key, m in metrics.items():
+        if m.n is None and m.value is not None:
+            m.n = n_feat if not key.startswith(("prdc/", "cls_")) else m.n
     return {k: metrics[k] for k in METRIC_KEYS}, details, cls_results
 
 
 # ------------------------------------------------------------------ evaluate
-def _read_voxels(f: ShowerFile, n: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """First ``n`` showers of a file, thresholded, as (e_inc, showers float32)."""
-    n = min(n, len(f))
+def _read_voxels(f: ShowerFile, rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The showers of ``rows`` (increasing) of a file, thresholded, as (e_inc, float32)."""
+    n = len(rows)
     e = np.empty(n, dtype=np.float64)
     s = np.empty((n, f.geometry.n_voxels), dtype=np.float32)  # filled in place: no 2x peak
-    lo = 0
-    for chunk in f.iter_chunks(max(1, int(4e7 // f.geometry.n_voxels)), 0, n):
+    step = max(1, int(4e7 // f.geometry.n_voxels))
+    for lo in range(0, n, step):
+        chunk = f.read_rows(rows[lo:lo + step])
         hi = lo + len(chunk)
         e[lo:hi] = chunk.incident_energies
-        s[lo:hi] = apply_threshold(chunk.showers, threshold)
-        lo = hi
+        s[lo:hi] = chunk.showers
+        block = s[lo:hi]
+        block[block < threshold] = 0.0
     return e, s
+
+
+def _random_rows(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray:
+    """``k`` of the row numbers ``0..n-1`` drawn without replacement, increasing
+    (all of them when ``k`` is None or at least ``n``)."""
+    if k is None or k >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(rng.choice(n, size=int(k), replace=False)).astype(np.int64)
+
+
+def _subsample(rows: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` of ``rows`` drawn without replacement, in increasing order."""
+    return rows[_random_rows(len(rows), k, rng)]
 
 
 def _check_energies(ref_e: np.ndarray, gen_e: np.ndarray, label: str, warnings: list[str]) -> None:
@@ -322,7 +396,8 @@ def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
         labels: one per generated file (default: file names).
         options: :class:`EvaluationOptions`.
         threshold: voxel threshold in MeV (default: the dataset's).
-        max_showers: read at most this many showers of each file.
+        max_showers: use at most this many showers of each file, a seeded random subset
+            (never the first rows: files sorted by energy or response score as shuffled).
         cache_dir: feature cache directory (None: no cache).
         geometry: geometry (object or preset name) when it cannot be detected.
         log: callable taking a progress message (default: silent).
@@ -344,32 +419,48 @@ def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     warnings: list[str] = []
-    with ShowerFile(reference, geometry) as rf:
+    # every subsample is a seeded random draw, never the first rows: a file sorted by
+    # energy or by response must score as its shuffled copy does
+    rngs = [np.random.default_rng([opts.seed, 7919, i]) for i in range(len(generated) + 1)]
+    with ShowerFile(reference, geometry, option="--reference") as rf:
+        rf.check_not_empty()
         geo = rf.geometry
-        n_ref = len(rf) if max_showers is None else min(len(rf), max_showers)
-    gen_sizes = []
+        n_ref_file = len(rf)
+    gen_file_sizes = []
     for path in generated:
-        with ShowerFile(path, geometry if geometry is not None else geo) as gf:
+        with ShowerFile(path, geometry if geometry is not None else geo,
+                        option="--generated") as gf:
+            gf.check_not_empty()
             if not gf.geometry.same_binning(geo):
-                raise CaloforgeError(f"{path}: geometry {gf.geometry.name!r} differs from the "
-                                     f"reference's {geo.name!r}")
-            gen_sizes.append(len(gf) if max_showers is None else min(len(gf), max_showers))
+                raise CaloforgeError(f"--generated {path}: geometry {gf.geometry.name!r} differs "
+                                     f"from the reference's {geo.name!r}")
+            gen_file_sizes.append(len(gf))
     thr = default_threshold(geo) if threshold is None else float(threshold)
     if not thr >= 0:
         raise CaloforgeError(f"threshold must be >= 0 MeV, got {thr}")
+    ref_rows = _random_rows(n_ref_file, max_showers, rngs[0])
+    gen_rows = {lab: _random_rows(n, max_showers, rng)
+                for lab, n, rng in zip(labels, gen_file_sizes, rngs[1:])}
+    n_ref = len(ref_rows)
+    gen_sizes = [len(gen_rows[lab]) for lab in labels]
     if n_ref < 4:
-        raise CaloforgeError(f"the reference holds {n_ref} showers; at least 4 are needed")
+        raise CaloforgeError(f"--reference {reference}: {n_ref} showers, at least 4 are needed")
 
     say("features of the reference")
     t = time.perf_counter()
-    ref_f, hit = cached_features(reference, cache_dir=cache_dir, threshold=thr,
-                                 max_showers=max_showers, geometry=geo)
+
+    def rows_arg(rows: np.ndarray, n_file: int) -> np.ndarray | None:
+        return None if len(rows) == n_file else rows  # None: all rows (a shorter cache key)
+
+    ref_f, hit = cached_features(reference, cache_dir=cache_dir, threshold=thr, geometry=geo,
+                                 rows=rows_arg(ref_rows, n_ref_file), option="--reference")
     gen_f = {}
     hits = {"reference": hit}
-    for lab, path in zip(labels, generated):
+    for lab, path, n_file in zip(labels, generated, gen_file_sizes):
         say(f"features of {lab}")
         gen_f[lab], hits[lab] = cached_features(path, cache_dir=cache_dir, threshold=thr,
-                                                max_showers=max_showers, geometry=geo)
+                                                geometry=geo, option="--generated",
+                                                rows=rows_arg(gen_rows[lab], n_file))
     timings["features_s"] = time.perf_counter() - t
     for lab in labels:
         _check_energies(ref_f.e_inc, gen_f[lab].e_inc, lab, warnings)
@@ -377,13 +468,17 @@ def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
     idx_a, idx_b = split_halves(len(ref_f))
     ref_a, ref_b = ref_f.subset(idx_a), ref_f.subset(idx_b)
     n_cmp = len(ref_a)
-    for lab, g in list(gen_f.items()):
+    for lab, rng in zip(labels, rngs[1:]):
+        g = gen_f[lab]
         if len(g) < n_cmp:
             warnings.append(f"{lab}: {len(g)} showers, fewer than the {n_cmp} of each reference "
                             "half; its statistical noise is larger than the floor's")
-        gen_f[lab] = g.subset(slice(0, n_cmp))
+        pick = _random_rows(len(g), n_cmp, rng)
+        gen_f[lab] = g.subset(pick)
+        gen_rows[lab] = gen_rows[lab][pick]
 
-    # voxels for PRDC and the low-level classifier: the first rows of every file
+    # voxels for PRDC and the low-level classifier: random rows of each reference half and
+    # of the showers each model is scored on
     cap = max(1, int(opts.voxel_memory_bytes // (4 * geo.n_voxels)))
     k_low = min(opts.max_lowlevel, cap) if opts.classifier != "none" else 0
     k = min(max(k_low, opts.max_prdc), cap, n_cmp)
@@ -391,11 +486,9 @@ def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
         warnings.append(f"low-level classifier uses {k} showers per class (memory cap of "
                         f"{opts.voxel_memory_bytes / 1e9:.1f} GB per sample)")
     t = time.perf_counter()
-    with ShowerFile(reference, geo) as rf:
-        e_r, s_r = _read_voxels(rf, min(2 * k, n_ref), thr)
-    # strided views (even / odd rows, as split_halves), not copies: the voxels of the
-    # reference are held once
-    vox_a, vox_b = (e_r[0::2], s_r[0::2]), (e_r[1::2], s_r[1::2])
+    with ShowerFile(reference, geo, option="--reference") as rf:
+        vox_a = _read_voxels(rf, _subsample(ref_rows[idx_a], k, rngs[0]), thr)
+        vox_b = _read_voxels(rf, _subsample(ref_rows[idx_b], k, rngs[0]), thr)
     timings["read_voxels_s"] = time.perf_counter() - t
 
     details: dict = {}
@@ -406,11 +499,11 @@ def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
         ref_a, ref_b, geo, ref_voxels=vox_b, gen_voxels=vox_a, options=opts)
     timings["floor_s"] = time.perf_counter() - t
     models = {}
-    for lab, path in zip(labels, generated):
+    for lab, path, rng_g in zip(labels, generated, rngs[1:]):
         say(f"metrics of {lab}")
         t = time.perf_counter()
-        with ShowerFile(path, geo) as gf:
-            vox_g = _read_voxels(gf, min(k, len(gf)), thr)
+        with ShowerFile(path, geo, option="--generated") as gf:
+            vox_g = _read_voxels(gf, _subsample(gen_rows[lab], k, rng_g), thr)
         models[lab], details[lab], cls_all[lab] = compare(
             ref_b, gen_f[lab], geo, ref_voxels=vox_b, gen_voxels=vox_g, options=opts)
         del vox_g
@@ -430,6 +523,8 @@ def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
                 except InsufficientDataError as exc:
                     type_one[f"{a} vs {b}"] = {"cls_high/auc": Metric(None, None, str(exc)),
                                                "cls_high/jsd": Metric(None, None, str(exc))}
+    for lab, ms in models.items():
+        warnings.extend(_prdc_caveat(lab, ms))
     for row, ms in [("reference floor", floor), *models.items()]:
         for key, m in ms.items():
             if m.value is None and not (m.note or "").startswith("classifier not run"):
@@ -440,7 +535,12 @@ def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
         "generated": {lab: os.path.abspath(p) for lab, p in zip(labels, generated)},
         "geometry": geo.name, "threshold_mev": thr,
         "n_reference": n_ref, "n_per_half": n_cmp,
+        "n_reference_file": n_ref_file,
         "n_generated": dict(zip(labels, gen_sizes)),
+        "n_generated_file": dict(zip(labels, gen_file_sizes)),
+        "n_compared": {lab: len(gen_f[lab]) for lab in labels},
+        "subsampling": (f"random rows without replacement, seed {opts.seed}; never the "
+                        "first rows of a file"),
         "n_voxel_showers": k, "classifier": opts.classifier,
         "options": {k_: v for k_, v in vars(opts).items()},
         "cache_hits": hits, "timings": timings,
@@ -450,6 +550,24 @@ def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
                             warnings=warnings, meta=meta, geometry=geo,
                             classifier_results=cls_all, type_one=type_one,
                             features={"reference": ref_f, **gen_f})
+
+
+def _prdc_caveat(label: str, ms: dict[str, Metric]) -> list[str]:
+    """A warning where PRDC misleads: a sample of little diversity near the mean shower.
+
+    In thousands of voxel dimensions the mean shower lies inside the k-NN balls of many
+    reference showers (hubness), so a collapsed generator scores recall ~0 yet coverage
+    and density far above a faithful one's (a known answer, see tests).
+    """
+    r, c, d = (ms[f"prdc/{k}"].value for k in ("recall", "coverage", "density"))
+    if r is None or c is None or d is None:
+        return []
+    if (r < 0.1 and c > 2 * r + 0.05) or d > 2.0:
+        return [f"{label}: PRDC recall {r:.3f} with coverage {c:.3f} and density {d:.3g}: "
+                "a sample of little diversity near the mean shower lies inside many "
+                "reference neighbourhoods, so coverage and density overstate it; read recall "
+                "and the classifier AUC instead"]
+    return []
 
 
 def _machine() -> dict:
@@ -469,7 +587,39 @@ def _fmt(m: Metric) -> str:
     s = f"{v:.4f}" if abs(v) < 100 else f"{v:.4g}"
     if m.error is not None:
         s += f" ± {m.error:.2g}"
+    elif m.note:
+        s += " ± n/a†"  # an error the method would give, but not at these sample sizes
     return s
+
+
+def _showers_used(result: EvaluationResult) -> list[str]:
+    """One line per row: how many showers each group of metrics used."""
+    groups = (("features (separation, W1, FPD, KPD)", "sep/response"),
+              ("PRDC", "prdc/precision"), ("classifier low-level", "cls_low/auc"),
+              ("classifier high-level", "cls_high/auc"))
+    out = []
+    for row, ms in [("reference floor", result.floor), *result.models.items()]:
+        parts = [f"{name} {ms[key].n[0]} vs {ms[key].n[1]}" for name, key in groups
+                 if ms[key].n is not None]
+        out.append(f"  {row}: " + ("; ".join(parts) or "none"))
+    return out
+
+
+def _error_notes(result: EvaluationResult) -> list[str]:
+    notes = []
+    for row, ms in [("reference floor", result.floor), *result.models.items()]:
+        for key, m in ms.items():
+            if m.value is not None and m.error is None and m.note:
+                notes.append(f"† {row}, {key}: {m.note}")
+    return notes
+
+
+_CONVENTION_TEXT = {
+    "caloforge": "caloforge (FPD extrapolated to infinite samples, bias removed; "
+                 "E_layer 40 bins with under/overflow); not comparable with published tables",
+    "official": "official (CaloChallenge sampling and binning: FPD/KPD batches drawn with "
+                "replacement, FPD keeps the finite-sample bias; E_layer 39 bins)",
+}
 
 
 def format_table(result: EvaluationResult) -> str:
@@ -478,9 +628,11 @@ def format_table(result: EvaluationResult) -> str:
     rows = [[label, *(_fmt(({"reference floor": result.floor} | result.models)[c][key]) for c in cols)]
             for key, label in METRICS]
     header = ["metric", *cols]
+    convention = result.meta.get("options", {}).get("convention", "caloforge")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
-    out = [line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
+    out = [f"convention: {_CONVENTION_TEXT[convention]}", "",
+           line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
     if result.type_one:
         out.append("")
         out.append("type-I classifier (generated vs generated, high-level):")
@@ -488,6 +640,11 @@ def format_table(result: EvaluationResult) -> str:
             out.append(f"  {pair}: AUC {_fmt(ms['cls_high/auc'])}, JSD {_fmt(ms['cls_high/jsd'])}")
     if any(m.value is None for ms in [result.floor, *result.models.values()] for m in ms.values()):
         out.append("* n/a: not computed; see the warnings")
+    out.extend(_error_notes(result))
+    out.append("")
+    out.append("showers used (reference side vs generated side; random subsets, seed "
+               f"{result.meta.get('options', {}).get('seed', '?')}):")
+    out.extend(_showers_used(result))
     if result.warnings:
         out.append("")
         out.extend(f"WARNING: {w}" for w in result.warnings)
@@ -668,14 +825,20 @@ img {{ max-width: 560px; }}
 geometry <code>{html.escape(meta['geometry'])}</code>, threshold {meta['threshold_mev']:.6g} MeV).
 The reference floor compares the two halves of the reference (even vs odd rows,
 {meta['n_per_half']} showers each); every model is compared with the odd half using as many
-showers. Low-level metrics use {meta['n_voxel_showers']} showers per side (PRDC at most
+showers. Convention: {html.escape(_CONVENTION_TEXT[meta['options'].get('convention', 'caloforge')])}.
+Low-level metrics use {meta['n_voxel_showers']} showers per side (PRDC at most
 {meta['options']['max_prdc']}). Classifier preset: {html.escape(meta['classifier'])}.</p>
 {'<div class="warn"><b>Warnings</b><ul>' + warn_html + '</ul></div>' if warnings else ''}
 <h2>Metrics</h2>
 <table><tr><th>metric</th>{''.join(f'<th>{html.escape(c)}</th>' for c in cols)}</tr>
 {rows}
 </table>
-<p>n/a*: not computed (hover for the reason; also listed in the warnings).</p>
+<p>n/a*: not computed (hover for the reason; also listed in the warnings).
+± n/a†: the method's error estimate means nothing at these sample sizes.</p>
+{('<ul>' + ''.join(f'<li>{html.escape(n)}</li>' for n in _error_notes(result)) + '</ul>') if _error_notes(result) else ''}
+<h3>Showers used</h3>
+<pre>{html.escape(chr(10).join(_showers_used(result)))}</pre>
+<p>Every subsample is a seeded random draw without replacement ({html.escape(str(meta.get('subsampling', '')))}).</p>
 {'<h3>Type-I classifier (generated vs generated)</h3><ul>' + type_one + '</ul>' if type_one else ''}
 <h2>Plots</h2>
 {fig_html or '<p class="warn">no plots (see warnings)</p>'}

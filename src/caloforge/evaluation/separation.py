@@ -58,8 +58,13 @@ def separation_power_samples(x1: np.ndarray, x2: np.ndarray, bins: np.ndarray, *
 
 
 def separation_powers(ref: ShowerFeatures, gen: ShowerFeatures,
-                      geometry: CylindricalGeometry) -> dict[str, dict]:
+                      geometry: CylindricalGeometry, *,
+                      convention: str = "caloforge") -> dict[str, dict]:
     """All separation powers between two feature sets.
+
+    ``convention="official"`` histograms as the CaloChallenge code does: 39 E_layer bins
+    and entries outside a binning dropped; ``"caloforge"`` (default) uses 40 E_layer bins
+    and counts under- and overflow (see :func:`separation_power_samples`).
 
     Returns:
         ``{feature: {"mean": float, "per_layer": {layer: float}}}`` for per-layer features
@@ -68,11 +73,15 @@ def separation_powers(ref: ShowerFeatures, gen: ShowerFeatures,
         radial slices). Always the same keys for a given geometry.
     """
     thr = ref.threshold
+    flow = convention != "official"
+
+    def sp(x1, x2, bins):
+        return separation_power_samples(x1, x2, bins, flow=flow)
+
     out: dict[str, dict] = {}
-    out["response"] = {"mean": separation_power_samples(
-        ref.response, gen.response, feature_bins("response", geometry))}
-    out["e_tot"] = {"mean": separation_power_samples(
-        ref.e_tot, gen.e_tot, feature_bins("e_tot", geometry, reference=ref.e_tot))}
+    out["response"] = {"mean": sp(ref.response, gen.response, feature_bins("response", geometry))}
+    out["e_tot"] = {"mean": sp(ref.e_tot, gen.e_tot,
+                               feature_bins("e_tot", geometry, reference=ref.e_tot))}
     c1, c2 = ref.voxel_counts, gen.voxel_counts
     groups = voxel_bin_groups(thr, c1)
     h1 = np.array([c1[a:b].sum() for a, b in zip(groups[:-1], groups[1:])])
@@ -87,13 +96,14 @@ def separation_powers(ref: ShowerFeatures, gen: ShowerFeatures,
         vals = {}
         a, b = getattr(ref, feat), getattr(gen, feat)
         for lay in layers:
-            bins = feature_bins(feat, geometry, layer=lay, reference=a[:, lay], threshold=thr)
-            vals[int(lay)] = separation_power_samples(a[:, lay], b[:, lay], bins)
+            bins = feature_bins(feat, geometry, layer=lay, reference=a[:, lay], threshold=thr,
+                                convention=convention)
+            vals[int(lay)] = sp(a[:, lay], b[:, lay], bins)
         finite = [v for v in vals.values() if np.isfinite(v)]
         out[feat] = {"mean": float(np.mean(finite)) if finite else float("nan"),
                      "per_layer": vals}
     bins = feature_bins("shower_depth", geometry)
-    vals = [separation_power_samples(ref.shower_depth[:, k], gen.shower_depth[:, k], bins)
+    vals = [sp(ref.shower_depth[:, k], gen.shower_depth[:, k], bins)
             for k in range(ref.shower_depth.shape[1])]
     finite = [v for v in vals if np.isfinite(v)]
     out["shower_depth"] = {"mean": float(np.mean(finite)) if finite else float("nan"),

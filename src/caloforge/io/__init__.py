@@ -1,6 +1,13 @@
 """Shower containers and file formats (CaloChallenge HDF5, showerdata point clouds)."""
 
-from .atomic import atomic_path
+from .atomic import (
+    AtomicTarget,
+    atomic_path,
+    check_interrupted,
+    check_output_path,
+    interrupt_guard,
+    remove_stale_temporaries,
+)
 from .calochallenge import (
     ShowerFile,
     ShowerWriter,
@@ -9,6 +16,8 @@ from .calochallenge import (
     read_showers,
     write_showers,
 )
+from .checks import check_input_path, open_hdf5
+from .energies import read_incident_energies
 from .errors import ShowerDataError
 from .pointclouds import (
     PointCloudWriter,
@@ -21,6 +30,7 @@ from .showers import PointCloudData, ShowerData
 from .summary import format_summary, resolve_geometry_arg, summarize_file
 
 __all__ = [
+    "AtomicTarget",
     "PointCloudData",
     "PointCloudWriter",
     "ShowerData",
@@ -28,13 +38,20 @@ __all__ = [
     "ShowerFile",
     "ShowerWriter",
     "atomic_path",
+    "check_input_path",
+    "check_interrupted",
+    "check_output_path",
     "format_summary",
     "geometry_for_voxels",
+    "interrupt_guard",
     "iter_point_clouds",
     "iter_showers",
+    "open_hdf5",
     "point_cloud_file_length",
+    "read_incident_energies",
     "read_point_clouds",
     "read_showers",
+    "remove_stale_temporaries",
     "resolve_geometry_arg",
     "summarize_file",
     "write_point_clouds",

@@ -16,11 +16,15 @@ import numpy as np
 
 from ..geometry import CylindricalGeometry, GeometryError, get_geometry
 from ..geometry.presets import PRESET_NAMES
-from .atomic import atomic_path
+from .checks import HDF5_READ_ERRORS, check_numeric, corrupt_file_error, open_hdf5
 from .errors import ShowerDataError
+from .h5output import HDF5Output
 from .showers import ShowerData, check_finite_nonnegative
 
 __all__ = [
+    "DS1_THRESHOLD_MEV",
+    "DS23_SAMPLING_FRACTION",
+    "DS23_THRESHOLD_MEV",
     "ShowerFile",
     "ShowerWriter",
     "geometry_for_voxels",
@@ -28,6 +32,15 @@ __all__ = [
     "read_showers",
     "write_showers",
 ]
+
+#: Sampling fraction the CaloChallenge dataset 2/3 files divide the silicon energy by.
+DS23_SAMPLING_FRACTION = 0.033
+#: Readout threshold of datasets 2 and 3 on stored voxel energies, the official
+#: definition: 0.5 keV in silicon / 0.033 = 0.0151515... MeV. The simulator cuts its
+#: ds2/ds3 voxels at this value and the evaluation thresholds at the same constant.
+DS23_THRESHOLD_MEV = 0.5e-3 / DS23_SAMPLING_FRACTION
+#: Evaluation threshold of dataset 1 (MeV).
+DS1_THRESHOLD_MEV = 1.0
 
 ENERGY_KEY = "incident_energies"
 SHOWER_KEY = "showers"
@@ -64,69 +77,64 @@ class ShowerFile:
             stored by caloforge in the file, else the built-in geometry with as many voxels.
     """
 
-    def __init__(self, path: str | os.PathLike, geometry=None):
+    def __init__(self, path: str | os.PathLike, geometry=None, *, option: str | None = None):
         self.path = os.fspath(path)
-        if not os.path.exists(self.path):
-            raise ShowerDataError("file does not exist", path=self.path)
-        if not h5py.is_hdf5(self.path):
-            raise ShowerDataError("not an HDF5 file", path=self.path)
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise ShowerDataError(f"cannot open HDF5 file ({exc})", path=self.path) from None
+        self.option = option
+        self._file = open_hdf5(self.path, option=option)
         try:
             self._check_structure(_resolve_geometry(geometry))
+        except HDF5_READ_ERRORS as exc:
+            self._file.close()
+            if isinstance(exc, ShowerDataError):
+                raise
+            raise corrupt_file_error(exc, self.path, option=option) from None
         except BaseException:
             self._file.close()
             raise
 
+    def _error(self, problem: str, dataset: str | None = None) -> ShowerDataError:
+        return ShowerDataError(problem, path=self.path, dataset=dataset, option=self.option)
+
     def _dataset(self, key: str) -> h5py.Dataset:
         if key not in self._file:
             present = ", ".join(sorted(self._file.keys())) or "none"
-            raise ShowerDataError(
-                f"dataset missing (datasets present: {present})", path=self.path, dataset=key
-            )
+            raise self._error(f"dataset missing (datasets present: {present})", key)
         ds = self._file[key]
         if not isinstance(ds, h5py.Dataset):
-            raise ShowerDataError("is a group, expected a dataset", path=self.path, dataset=key)
+            raise self._error("is a group, expected a dataset", key)
+        check_numeric(ds, self.path, key, option=self.option)
         return ds
 
     def _check_structure(self, geometry: CylindricalGeometry | None) -> None:
         e = self._dataset(ENERGY_KEY)
         s = self._dataset(SHOWER_KEY)
         if not (e.ndim == 1 or (e.ndim == 2 and e.shape[1] == 1)):
-            raise ShowerDataError(f"expected shape (N, 1), got {e.shape}", path=self.path,
-                                  dataset=ENERGY_KEY)
+            raise self._error(f"expected shape (N, 1), got {e.shape}", ENERGY_KEY)
         if s.ndim != 2:
-            raise ShowerDataError(f"expected shape (N, V), got {s.shape}", path=self.path,
-                                  dataset=SHOWER_KEY)
+            raise self._error(f"expected shape (N, V), got {s.shape}", SHOWER_KEY)
         if e.shape[0] != s.shape[0]:
-            raise ShowerDataError(
-                f"{e.shape[0]} incident energies but {s.shape[0]} showers", path=self.path,
-                dataset=SHOWER_KEY,
-            )
+            raise self._error(f"{e.shape[0]} incident energies but {s.shape[0]} showers",
+                              SHOWER_KEY)
         stored = None
         if _GEOMETRY_ATTR in self._file.attrs:
             try:
                 stored = CylindricalGeometry.from_dict(json.loads(self._file.attrs[_GEOMETRY_ATTR]))
-            except (ValueError, KeyError, GeometryError) as exc:
-                raise ShowerDataError(f"corrupt geometry attribute ({exc})", path=self.path) from None
+            except (ValueError, KeyError, TypeError, GeometryError) as exc:
+                raise self._error(f"corrupt geometry attribute ({exc})") from None
         if geometry is None:
             geometry = stored or geometry_for_voxels(s.shape[1])
             if geometry is None:
-                raise ShowerDataError(
+                raise self._error(
                     f"{s.shape[1]} voxels per shower match no known geometry "
                     f"({', '.join(f'{n}: {get_geometry(n).n_voxels}' for n in PRESET_NAMES)}); "
-                    "pass the geometry (e.g. a binning XML file)",
-                    path=self.path, dataset=SHOWER_KEY,
-                )
+                    "pass the geometry (e.g. a binning XML file)", SHOWER_KEY)
         if s.shape[1] != geometry.n_voxels:
-            raise ShowerDataError(
+            raise self._error(
                 f"showers have {s.shape[1]} voxels but geometry {geometry.name!r} has "
-                f"{geometry.n_voxels}", path=self.path, dataset=SHOWER_KEY,
-            )
+                f"{geometry.n_voxels}", SHOWER_KEY)
         self.geometry = geometry
-        self.particle = str(self._file.attrs.get("particle", geometry.particle))
+        particle = self._file.attrs.get("particle", geometry.particle)
+        self.particle = particle.decode() if isinstance(particle, bytes) else str(particle)
         self._energies = e
         self._showers = s
 
@@ -135,28 +143,81 @@ class ShowerFile:
 
     @property
     def attrs(self) -> dict:
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self._file.attrs.items()}
+        try:
+            return {k: (v.decode() if isinstance(v, bytes) else v)
+                    for k, v in self._file.attrs.items()}
+        except HDF5_READ_ERRORS as exc:
+            raise corrupt_file_error(exc, self.path, option=self.option) from None
+
+    def check_not_empty(self) -> ShowerFile:
+        """Raise :class:`ShowerDataError` when the file holds no showers; returns self."""
+        if len(self) == 0:
+            raise self._error("the file holds no showers (0 rows)", SHOWER_KEY)
+        return self
+
+    def _load(self, ds: h5py.Dataset, key: str, index, dtype) -> np.ndarray:
+        try:
+            return np.asarray(ds[index], dtype=dtype)
+        except HDF5_READ_ERRORS as exc:
+            raise corrupt_file_error(exc, self.path, dataset=key, option=self.option) from None
 
     def read_energies(self) -> np.ndarray:
         """All incident energies (MeV), shape (N,), checked."""
-        e = np.asarray(self._energies[...], dtype=np.float64).reshape(-1)
-        check_finite_nonnegative(e, "incident energies", path=self.path, dataset=ENERGY_KEY,
-                                 strictly_positive=True)
+        e = self._load(self._energies, ENERGY_KEY, slice(None), np.float64).reshape(-1)
+        self._check_values(e, None, 0)
         return e
+
+    def _check_values(self, e: np.ndarray, s: np.ndarray | None, offset: int,
+                      row_numbers: np.ndarray | None = None) -> None:
+        kw = {"path": self.path, "offset": offset, "row_numbers": row_numbers}
+        try:
+            check_finite_nonnegative(e, "incident energies", dataset=ENERGY_KEY,
+                                     strictly_positive=True, **kw)
+            if s is not None:
+                check_finite_nonnegative(s, "voxel energies", dataset=SHOWER_KEY, **kw)
+        except ShowerDataError as exc:
+            raise exc.with_option(self.option) from None
 
     def read(self, start: int = 0, stop: int | None = None, *, dtype=np.float32) -> ShowerData:
         """Showers ``start:stop`` as :class:`ShowerData`, checked for NaN and negatives."""
         n = len(self)
         stop = n if stop is None else min(stop, n)
         if not 0 <= start <= stop:
-            raise ShowerDataError(f"bad row range {start}:{stop} for {n} showers", path=self.path)
-        e = np.asarray(self._energies[start:stop], dtype=np.float64).reshape(-1)
-        s = np.asarray(self._showers[start:stop], dtype=dtype)
-        check_finite_nonnegative(e, "incident energies", path=self.path, dataset=ENERGY_KEY,
-                                 strictly_positive=True, offset=start)
-        check_finite_nonnegative(s, "voxel energies", path=self.path, dataset=SHOWER_KEY,
-                                 offset=start)
+            raise self._error(f"bad row range {start}:{stop} for {n} showers")
+        e = self._load(self._energies, ENERGY_KEY, slice(start, stop), np.float64).reshape(-1)
+        s = self._load(self._showers, SHOWER_KEY, slice(start, stop), dtype)
+        self._check_values(e, s, start)
         return ShowerData(e, s, self.geometry, self.particle)
+
+    def read_rows(self, rows, *, dtype=np.float32, block: int = 256) -> ShowerData:
+        """The showers of the given row numbers, in increasing row order (checked).
+
+        Rows are read in blocks of at most ``block``: a block whose rows lie close together
+        is read as one slice and picked from, a scattered one with a point selection, so a
+        random subset of a large file costs about as many chunk reads as rows.
+
+        Args:
+            rows: row numbers, any order; duplicates are read once.
+        """
+        rows = np.unique(np.asarray(rows, dtype=np.int64).reshape(-1))
+        n = len(self)
+        if len(rows) and (rows[0] < 0 or rows[-1] >= n):
+            raise self._error(f"row numbers {rows[0]}..{rows[-1]} outside 0..{n - 1}")
+        e_all = np.empty(len(rows), dtype=np.float64)
+        s_all = np.empty((len(rows), self.geometry.n_voxels), dtype=dtype)
+        for lo in range(0, len(rows), block):
+            r = rows[lo:lo + block]
+            a, b = int(r[0]), int(r[-1]) + 1
+            if b - a <= 2 * len(r):
+                e = self._load(self._energies, ENERGY_KEY, slice(a, b), np.float64).reshape(-1)[r - a]
+                s = self._load(self._showers, SHOWER_KEY, slice(a, b), dtype)[r - a]
+            else:
+                e = self._load(self._energies, ENERGY_KEY, r, np.float64).reshape(-1)
+                s = self._load(self._showers, SHOWER_KEY, r, dtype)
+            self._check_values(e, s, 0, r)
+            e_all[lo:lo + len(r)] = e
+            s_all[lo:lo + len(r)] = s
+        return ShowerData(e_all, s_all, self.geometry, self.particle)
 
     def iter_chunks(self, chunk_size: int = 10_000, start: int = 0,
                     stop: int | None = None) -> Iterator[ShowerData]:
@@ -196,7 +257,9 @@ class ShowerWriter:
     """Write showers chunk by chunk into a CaloChallenge file, atomically.
 
     The file appears under its final name only when the writer closes without error; an
-    interrupted write leaves no file behind (and never clobbers an existing one).
+    interrupted write (exception, SIGINT, SIGTERM, full disk) leaves no file behind and
+    never clobbers an existing one. A failure of the machine (full disk, permissions) is
+    one :class:`~caloforge.errors.OutputError`.
 
     Example::
 
@@ -211,58 +274,69 @@ class ShowerWriter:
         self.path = os.fspath(path)
         self.geometry = _resolve_geometry(geometry)
         self.particle = particle or self.geometry.particle
-        self._ctx = atomic_path(self.path, suffix=".h5")
-        self._tmp = self._ctx.__enter__()
-        self._file = h5py.File(self._tmp, "w")
-        v = self.geometry.n_voxels
-        chunk_rows = max(1, min(1000, (1 << 20) // (4 * v)))
-        self._e = self._file.create_dataset(ENERGY_KEY, shape=(0, 1), maxshape=(None, 1),
-                                            dtype=np.float32, chunks=(max(chunk_rows, 1024), 1),
-                                            compression=compression)
-        self._s = self._file.create_dataset(SHOWER_KEY, shape=(0, v), maxshape=(None, v),
-                                            dtype=dtype, chunks=(chunk_rows, v),
-                                            compression=compression)
-        self._file.attrs[_GEOMETRY_ATTR] = json.dumps(self.geometry.to_dict())
-        self._file.attrs["particle"] = self.particle
-        for k, val in (attrs or {}).items():
-            self._file.attrs[k] = val
         self.n_written = 0
         self._closed = False
+        self._packing = 4 if compression else 1
+        self._out = HDF5Output(self.path)
+        try:
+            self._out.call(self._create, compression, attrs, dtype)
+        except BaseException:
+            self._closed = True
+            self._out.discard()
+            raise
+
+    def _create(self, compression, attrs, dtype) -> None:
+        f = self._out.file
+        v = self.geometry.n_voxels
+        chunk_rows = max(1, min(1000, (1 << 20) // (4 * v)))
+        self._e = f.create_dataset(ENERGY_KEY, shape=(0, 1), maxshape=(None, 1),
+                                   dtype=np.float32, chunks=(max(chunk_rows, 1024), 1),
+                                   compression=compression)
+        self._s = f.create_dataset(SHOWER_KEY, shape=(0, v), maxshape=(None, v),
+                                   dtype=dtype, chunks=(chunk_rows, v),
+                                   compression=compression)
+        f.attrs[_GEOMETRY_ATTR] = json.dumps(self.geometry.to_dict())
+        f.attrs["particle"] = self.particle
+        for k, val in (attrs or {}).items():
+            f.attrs[k] = val
 
     def write(self, data: ShowerData) -> None:
         """Append a chunk; checks geometry and values before touching the file."""
+        if self._closed:
+            raise ShowerDataError("write after the writer was closed", path=self.path)
         if not data.geometry.same_binning(self.geometry):
             raise ShowerDataError(
                 f"chunk has geometry {data.geometry.name!r}, file is {self.geometry.name!r}",
                 path=self.path,
             )
         data.validate()
+        # a rough bound of what the chunk takes on disk (sparse showers compress well over
+        # 4x); should it be exceeded, the failed write still ends cleanly
+        self._out.ensure_space((data.showers.nbytes + 4 * len(data)) // self._packing)
+        self._out.call(self._append, data)
+        self.n_written += len(data)
+
+    def _append(self, data: ShowerData) -> None:
         n = len(data)
         lo = self.n_written
         self._e.resize(lo + n, axis=0)
         self._s.resize(lo + n, axis=0)
         self._e[lo:] = data.incident_energies.reshape(-1, 1).astype(np.float32)
         self._s[lo:] = data.showers
-        self.n_written += n
 
     def close(self) -> None:
         """Finish the file and move it into place."""
         if self._closed:
             return
         self._closed = True
-        self._file.close()
-        self._ctx.__exit__(None, None, None)
+        self._out.commit()
 
     def abort(self) -> None:
         """Discard everything written; the target path is left untouched."""
         if self._closed:
             return
         self._closed = True
-        self._file.close()
-        try:
-            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
-        except RuntimeError:
-            pass
+        self._out.discard()
 
     def __enter__(self) -> ShowerWriter:
         return self

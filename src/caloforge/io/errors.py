@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from ..errors import CaloforgeError
+from ..errors import InputFileError
 
 __all__ = ["ShowerDataError"]
 
 
-class ShowerDataError(CaloforgeError, ValueError):
+class ShowerDataError(InputFileError):
     """Shower data is missing, malformed or physically invalid.
 
-    The message names the file and dataset (when there is one) and the problem, so it can
-    be shown to a user as it is.
+    The message names the option the file came from (when known), the file and dataset
+    (when there is one) and the problem, so it can be shown to a user as it is, e.g.
+    ``--reference ref.h5 [showers]: voxel energies contain NaN ... (first at row 17)``.
     """
-
-    def __init__(self, problem: str, *, path: str | None = None, dataset: str | None = None):
-        where = ""
-        if path is not None:
-            where = f"{path}"
-            if dataset is not None:
-                where += f" [{dataset}]"
-            where += ": "
-        elif dataset is not None:
-            where = f"[{dataset}]: "
-        super().__init__(where + problem)
-        self.path = path
-        self.dataset = dataset
-        self.problem = problem

@@ -17,8 +17,9 @@ import h5py
 import numpy as np
 
 from ..geometry import PlanarGeometry
-from .atomic import atomic_path
+from .checks import HDF5_READ_ERRORS, corrupt_file_error, open_hdf5
 from .errors import ShowerDataError
+from .h5output import HDF5Output
 from .showers import PointCloudData
 
 __all__ = ["PointCloudWriter", "read_point_clouds", "iter_point_clouds", "write_point_clouds",
@@ -28,25 +29,26 @@ _MEV_PER_GEV = 1000.0
 _REQUIRED = ("showers", "energies", "num_points", "shape")
 
 
-def _open_checked(path: str) -> h5py.File:
-    if not os.path.exists(path):
-        raise ShowerDataError("file does not exist", path=path)
-    if not h5py.is_hdf5(path):
-        raise ShowerDataError("not an HDF5 file", path=path)
-    f = h5py.File(path, "r")
-    for key in _REQUIRED:
-        if key not in f:
-            f.close()
+def _open_checked(path: str, option: str | None = None) -> h5py.File:
+    f = open_hdf5(path, option=option)
+    try:
+        for key in _REQUIRED:
+            if key not in f:
+                raise ShowerDataError("dataset missing: not a point-cloud (showerdata) file",
+                                      path=path, dataset=key, option=option)
+        n = f["energies"].shape[0]
+        if f["showers"].shape[0] != n or f["num_points"].shape[0] != n:
             raise ShowerDataError(
-                "dataset missing: not a point-cloud (showerdata) file", path=path, dataset=key
+                f"energies, showers and num_points disagree on the number of showers "
+                f"({n}, {f['showers'].shape[0]}, {f['num_points'].shape[0]})", path=path,
+                option=option,
             )
-    n = f["energies"].shape[0]
-    if f["showers"].shape[0] != n or f["num_points"].shape[0] != n:
+    except ShowerDataError:
         f.close()
-        raise ShowerDataError(
-            f"energies, showers and num_points disagree on the number of showers "
-            f"({n}, {f['showers'].shape[0]}, {f['num_points'].shape[0]})", path=path,
-        )
+        raise
+    except HDF5_READ_ERRORS as exc:
+        f.close()
+        raise corrupt_file_error(exc, path, option=option) from None
     return f
 
 
@@ -60,23 +62,36 @@ def read_point_clouds(path: str | os.PathLike, start: int = 0, stop: int | None 
     """Read showers ``start:stop`` of a point-cloud file (energies returned in MeV)."""
     path = os.fspath(path)
     with _open_checked(path) as f:
-        n = f["energies"].shape[0]
-        stop = n if stop is None else min(stop, n)
-        width = int(np.asarray(f["shape"])[2])
-        if width not in (4, 5):
-            raise ShowerDataError(f"points have {width} features, expected 4 or 5", path=path,
-                                  dataset="shape")
-        flat = f["showers"][start:stop]
-        counts = np.asarray(f["num_points"][start:stop], dtype=np.int64)
-        pts = [np.asarray(p, dtype=np.float32).reshape(-1, width)[:, :4] for p in flat]
-        if any(len(p) != c for p, c in zip(pts, counts)):
-            raise ShowerDataError("num_points disagrees with the stored points", path=path,
-                                  dataset="num_points")
-        points = np.concatenate(pts) if pts else np.zeros((0, 4), np.float32)
-        points[:, 3] *= _MEV_PER_GEV
-        energies = np.asarray(f["energies"][start:stop], dtype=np.float32).reshape(-1) * _MEV_PER_GEV
-        pdg = int(f["pdg"][start]) if "pdg" in f and stop > start else 22
-    data = PointCloudData(energies, points, counts, geometry, pdg)
+        try:
+            return _read_open(f, path, start, stop, geometry)
+        except HDF5_READ_ERRORS as exc:
+            if isinstance(exc, ShowerDataError):
+                raise
+            raise corrupt_file_error(exc, path) from None
+
+
+def _read_open(f: h5py.File, path: str, start: int, stop: int | None,
+               geometry: PlanarGeometry | None) -> PointCloudData:
+    n = f["energies"].shape[0]
+    stop = n if stop is None else min(stop, n)
+    width = int(np.asarray(f["shape"])[2])
+    if width not in (4, 5):
+        raise ShowerDataError(f"points have {width} features, expected 4 or 5", path=path,
+                              dataset="shape")
+    flat = f["showers"][start:stop]
+    counts = np.asarray(f["num_points"][start:stop], dtype=np.int64)
+    pts = [np.asarray(p, dtype=np.float32).reshape(-1, width)[:, :4] for p in flat]
+    if any(len(p) != c for p, c in zip(pts, counts)):
+        raise ShowerDataError("num_points disagrees with the stored points", path=path,
+                              dataset="num_points")
+    points = np.concatenate(pts) if pts else np.zeros((0, 4), np.float32)
+    points[:, 3] *= _MEV_PER_GEV
+    energies = np.asarray(f["energies"][start:stop], dtype=np.float32).reshape(-1) * _MEV_PER_GEV
+    pdg = int(f["pdg"][start]) if "pdg" in f and stop > start else 22
+    try:
+        data = PointCloudData(energies, points, counts, geometry, pdg)
+    except ShowerDataError as exc:
+        raise ShowerDataError(exc.problem, path=path) from None
     try:
         return data.validate()
     except ShowerDataError as exc:
@@ -103,28 +118,37 @@ class PointCloudWriter:
         self.path = os.fspath(path)
         self.n_showers = int(n_showers)
         self.pdg = pdg
-        self._ctx = atomic_path(self.path, suffix=".h5")
-        self._tmp = self._ctx.__enter__()
-        showerdata.create_empty_file(self._tmp, (self.n_showers, 0, 4), overwrite=True)
-        self._file = h5py.File(self._tmp, "a")
         self.n_written = 0
         self._max_points = 0
         self._closed = False
+        self._out = HDF5Output(self.path, mode="a", prepare=lambda tmp: showerdata.create_empty_file(
+            tmp, (self.n_showers, 0, 4), overwrite=True))
 
     def write(self, data: PointCloudData) -> None:
+        if self._closed:
+            raise ShowerDataError("write after the writer was closed", path=self.path)
         data.validate()
         lo, n = self.n_written, len(data)
         if lo + n > self.n_showers:
             raise ShowerDataError(
                 f"writing {lo + n} showers into a file made for {self.n_showers}", path=self.path
             )
+        # HDF5 crashes on a failed variable-length write, so a chunk that cannot fit is
+        # refused before it is written (float32 points plus per-shower rows)
+        self._out.ensure_space(2 * (data.points.nbytes + 64 * n))
+        self._out.call(self._append, data)
+        self._max_points = max(self._max_points, int(data.n_points.max(initial=0)))
+        self.n_written += n
+
+    def _append(self, data: PointCloudData) -> None:
+        lo, n = self.n_written, len(data)
         pts = data.points.copy()
         pts[:, 3] /= _MEV_PER_GEV
         o = data.offsets
         flat = np.empty(n, dtype=object)
         for i in range(n):
             flat[i] = pts[o[i]:o[i + 1]].reshape(-1)
-        f = self._file
+        f = self._out.file
         f["showers"][lo:lo + n] = flat
         f["energies"][lo:lo + n] = (data.incident_energies / _MEV_PER_GEV).reshape(-1, 1)
         dirs = np.zeros((n, 3), np.float32)
@@ -133,8 +157,9 @@ class PointCloudWriter:
         f["pdg"][lo:lo + n] = data.pdg
         f["shower_ids"][lo:lo + n] = np.arange(lo, lo + n)
         f["num_points"][lo:lo + n] = data.n_points
-        self._max_points = max(self._max_points, int(data.n_points.max(initial=0)))
-        self.n_written += n
+
+    def _finish_shape(self) -> None:
+        self._out.file["shape"][...] = (self.n_showers, self._max_points, 4)
 
     def close(self) -> None:
         if self._closed:
@@ -145,17 +170,15 @@ class PointCloudWriter:
                 f"only {self.n_written} of {self.n_showers} showers were written; file discarded",
                 path=self.path,
             )
-        self._file["shape"][...] = (self.n_showers, self._max_points, 4)
+        self._out.call(self._finish_shape)
         self._closed = True
-        self._file.close()
-        self._ctx.__exit__(None, None, None)
+        self._out.commit()
 
     def abort(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._file.close()
-        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        self._out.discard()
 
     def __enter__(self) -> PointCloudWriter:
         return self

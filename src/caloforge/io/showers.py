@@ -14,27 +14,33 @@ __all__ = ["ShowerData", "PointCloudData", "check_finite_nonnegative"]
 
 def check_finite_nonnegative(
     values: np.ndarray, what: str, *, path: str | None = None, dataset: str | None = None,
-    strictly_positive: bool = False, offset: int = 0,
+    strictly_positive: bool = False, offset: int = 0, row_numbers: np.ndarray | None = None,
 ) -> None:
     """Raise :class:`ShowerDataError` for NaN/inf or negative (or non-positive) values.
 
-    ``offset`` is added to reported row numbers (for chunked checks of large files).
+    ``offset`` is added to reported row numbers (for chunked checks of large files);
+    ``row_numbers`` instead maps each row of ``values`` to its row in the file (for reads
+    of scattered rows).
     """
     values = np.asarray(values)
+
+    def file_row(i: int) -> int:
+        return int(row_numbers[i]) if row_numbers is not None else i + offset
+
     finite = np.isfinite(values)
     if not finite.all():
-        row = int(np.argwhere(~finite)[0][0]) + offset
+        i = int(np.argwhere(~finite)[0][0])
         raise ShowerDataError(
-            f"{what} contain NaN or infinite values (first at row {row})",
+            f"{what} contain NaN or infinite values (first at row {file_row(i)})",
             path=path, dataset=dataset,
         )
     bad = values <= 0 if strictly_positive else values < 0
     if bad.any():
-        row = int(np.argwhere(bad)[0][0]) + offset
+        i = int(np.argwhere(bad)[0][0])
         kind = "non-positive" if strictly_positive else "negative"
         raise ShowerDataError(
-            f"{what} contain {kind} values (first at row {row}: "
-            f"{values.reshape(len(values), -1)[row - offset].min():.6g})",
+            f"{what} contain {kind} values (first at row {file_row(i)}: "
+            f"{values.reshape(len(values), -1)[i].min():.6g})",
             path=path, dataset=dataset,
         )
 

@@ -1,4 +1,4 @@
-"""Networks: stage-1 autoencoders, latent priors, and the model registry.
+"""Networks: stage-1 autoencoders, latent priors, energy networks, and the model registry.
 
 ``build_model(name, config)`` builds a registered model from its typed config (or a plain
 dict of its fields; unknown keys and unknown names raise :class:`~caloforge.errors.ConfigError`).
@@ -14,6 +14,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from .autoencoders import (
+    Autoencoder,
+    ConvVAE3d,
     CylindricalDiscriminator,
     CylindricalDiscriminatorConfig,
     CylindricalVQVAE,
@@ -21,14 +23,21 @@ from .autoencoders import (
     DenseDiscriminatorConfig,
     DenseVQVAE,
     DenseVQVAEConfig,
+    VAEConfig,
     VectorQuantizer,
     VQVAEConfig,
     VQVAEOutput,
 )
-from .priors import GPT, GPTConfig
+from .autoencoders.resnet_vae3d import ResNetVAE3d, ResNetVAE3dConfig
+from .energy import TransfusionConfig, TransfusionEnergyNet
+from .energy.layer_diffusion import LayerDiffusionConfig, LayerDiffusionMLP
+from .priors import GPT, GPTConfig, ViTConfig, ViTVelocityField
+from .priors.score_mlp import LatentScoreConfig, LatentScoreMLP
 
 __all__ = [
     "MODEL_REGISTRY",
+    "Autoencoder",
+    "ConvVAE3d",
     "CylindricalDiscriminator",
     "CylindricalDiscriminatorConfig",
     "CylindricalVQVAE",
@@ -38,9 +47,20 @@ __all__ = [
     "DenseVQVAEConfig",
     "GPT",
     "GPTConfig",
+    "LatentScoreConfig",
+    "LatentScoreMLP",
+    "LayerDiffusionConfig",
+    "LayerDiffusionMLP",
+    "ResNetVAE3d",
+    "ResNetVAE3dConfig",
+    "TransfusionConfig",
+    "TransfusionEnergyNet",
+    "VAEConfig",
     "VQVAEConfig",
     "VQVAEOutput",
     "VectorQuantizer",
+    "ViTConfig",
+    "ViTVelocityField",
     "available_models",
     "build_model",
     "config_class",
@@ -108,3 +128,9 @@ register_model(
 )
 register_model("discriminator_dense", DenseDiscriminator, DenseDiscriminatorConfig)
 register_model("gpt", GPT, GPTConfig)
+register_model("vit_velocity", ViTVelocityField, ViTConfig)
+register_model("transfusion", TransfusionEnergyNet, TransfusionConfig)
+register_model("vae_conv3d", ConvVAE3d, VAEConfig)
+register_model("layer_diffusion", LayerDiffusionMLP, LayerDiffusionConfig)
+register_model("latent_score_mlp", LatentScoreMLP, LatentScoreConfig)
+register_model("vae_resnet3d", ResNetVAE3d, ResNetVAE3dConfig)

@@ -1,5 +1,6 @@
 """Reusable network blocks (cylindrical convolutions, FFT resampling, residual and
-attention blocks, condition embeddings, causal transformer blocks)."""
+attention blocks, condition and time embeddings, causal transformer blocks, an
+encoder-decoder transformer, 3-D patching and adaLN-Zero DiT blocks)."""
 
 from .blocks import MLP, AttentionBlock, ConditionEmbedding, FiLM, ResidualBlock, group_norm
 from .cylindrical import (
@@ -8,24 +9,56 @@ from .cylindrical import (
     circular_pad_angle,
     wrap_add_angle,
 )
+from .dit import DiTBlock, DiTFinalLayer, modulate
+from .embeddings import GaussianFourierEmbedding, SinusoidalTimeEmbedding, TimestepEmbedder
+from .encoder_decoder import (
+    Attention,
+    DecoderBlock,
+    DecoderState,
+    EncoderBlock,
+    EncoderDecoderTransformer,
+)
 from .fft import FFTResample, fft_resample, fft_resample_matrix
+from .patch import (
+    LearnablePositionEncoding,
+    PatchEmbed3d,
+    patch_grid,
+    patchify3d,
+    unpatchify3d,
+)
 from .transformer import CausalSelfAttention, KVCache, TransformerBlock
 
 __all__ = [
+    "Attention",
     "AttentionBlock",
     "CausalSelfAttention",
     "ConditionEmbedding",
     "CylindricalConv2d",
     "CylindricalConvTranspose2d",
+    "DecoderBlock",
+    "DecoderState",
+    "DiTBlock",
+    "DiTFinalLayer",
+    "EncoderBlock",
+    "EncoderDecoderTransformer",
     "FFTResample",
     "FiLM",
+    "GaussianFourierEmbedding",
     "KVCache",
+    "LearnablePositionEncoding",
     "MLP",
+    "PatchEmbed3d",
     "ResidualBlock",
+    "SinusoidalTimeEmbedding",
+    "TimestepEmbedder",
     "TransformerBlock",
     "circular_pad_angle",
     "fft_resample",
     "fft_resample_matrix",
     "group_norm",
+    "modulate",
+    "patch_grid",
+    "patchify3d",
+    "unpatchify3d",
     "wrap_add_angle",
 ]

@@ -6,6 +6,11 @@
 * Adaptive weight (Taming Transformers, the paper's ref. [21]):
   lambda = ||grad_G_L L_rec|| / (||grad_G_L L_GAN|| + delta), delta = 1e-4, clamped to
   [0, 1e4], detached, where G_L is the decoder's last layer before the softmax.
+  lambda's size depends on how the losses are reduced (ours are means over voxels, so it
+  is about 1/V of the value with per-shower sums); what it guarantees is scale-free: the
+  adversarial gradient at G_L has the norm of the reconstruction gradient (times the
+  warm-up factor and ``disc_weight``) unless delta or the clamp bites. That ratio is
+  logged as ``gan_grad_ratio`` (docs/calovq.md).
 * Warm-up: before ``disc_start`` steps neither the GAN term nor the discriminator update is
   applied (the reconstruction learns first); an optional linear ramp follows.
 """
@@ -25,6 +30,7 @@ __all__ = [
     "discriminator_loss",
     "generator_loss",
     "adaptive_weight",
+    "adaptive_weight_and_norms",
     "warmup_factor",
     "VQGANObjective",
 ]
@@ -40,6 +46,25 @@ def generator_loss(logits_fake: Tensor) -> Tensor:
     return F.softplus(-logits_fake).mean()
 
 
+def adaptive_weight_and_norms(
+    rec_loss: Tensor,
+    gan_loss: Tensor,
+    last_layer: Tensor,
+    delta: float = 1e-4,
+    max_weight: float = 1e4,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(lambda, ||d rec / d W||, ||d gan / d W||), all detached 0-d tensors.
+
+    lambda = ||d rec / d W|| / (||d gan / d W|| + delta), clamped to [0, max_weight].
+    Both losses must depend on ``last_layer`` (W) through a graph that is kept
+    (gradients are taken with ``retain_graph=True``).
+    """
+    g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0].norm()
+    g_gan = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0].norm()
+    lam = (g_rec / (g_gan + delta)).clamp(0.0, max_weight)
+    return lam.detach(), g_rec.detach(), g_gan.detach()
+
+
 def adaptive_weight(
     rec_loss: Tensor,
     gan_loss: Tensor,
@@ -52,10 +77,7 @@ def adaptive_weight(
     Both losses must depend on ``last_layer`` (W) through a graph that is kept
     (gradients are taken with ``retain_graph=True``). Returns a detached 0-d tensor.
     """
-    g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
-    g_gan = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
-    lam = g_rec.norm() / (g_gan.norm() + delta)
-    return lam.clamp(0.0, max_weight).detach()
+    return adaptive_weight_and_norms(rec_loss, gan_loss, last_layer, delta, max_weight)[0]
 
 
 def warmup_factor(step: int, start: int, ramp: int = 0) -> float:
@@ -99,24 +121,30 @@ class VQGANObjective:
         self, model: nn.Module, discriminator: nn.Module, batch: Mapping[str, Tensor], step: int
     ) -> dict[str, Tensor]:
         """VQ-VAE loss terms; keys of :class:`VQObjective` plus ``gan``, ``lambda``,
-        ``x_fake`` (the detached x-space reconstruction, for the discriminator step)."""
+        ``gan_grad_ratio`` (norm of the weighted adversarial gradient at the decoder's
+        last layer over that of the reconstruction gradient: ``disc_weight`` times the
+        warm-up factor when the weight works as intended, 0 before the warm-up or without
+        gradients) and ``x_fake`` (the detached x-space reconstruction, for the
+        discriminator step)."""
         x, cond, cid = batch["x"], batch["cond"], batch.get("class_id")
         out = model(x, cond, cid)
         terms = self.vq.terms(x, out)
         x_fake = x_from_fractions(out.fractions, self.vq.a, self.vq.b, self.vq.c)
         factor = warmup_factor(step, self.disc_start, self.disc_ramp)
         zero = torch.zeros((), device=x.device, dtype=x.dtype)
-        gan, lam = zero, zero
+        gan, lam, ratio = zero, zero, zero
         if factor > 0.0:
             gan = generator_loss(discriminator(x_fake, cond, cid))
             if torch.is_grad_enabled() and gan.requires_grad:
-                lam = adaptive_weight(
+                lam, g_rec, g_gan = adaptive_weight_and_norms(
                     terms["rec"], gan, model.last_layer, self.delta, self.max_weight
                 )
+                ratio = factor * self.disc_weight * lam * g_gan / g_rec.clamp_min(1e-30)
             # without gradients (validation) the weight cannot be formed: report gan only
             terms["loss"] = terms["loss"] + factor * self.disc_weight * lam * gan
         terms["gan"] = gan.detach() if factor > 0.0 else zero
         terms["lambda"] = lam
+        terms["gan_grad_ratio"] = ratio
         terms["x_fake"] = x_fake.detach()
         return terms
 

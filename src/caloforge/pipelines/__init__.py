@@ -1,28 +1,48 @@
-"""The seed systems as :class:`ShowerGenerator` pipelines, and how to train and load them."""
+"""The seed systems as :class:`ShowerGenerator` pipelines: registry, staged training,
+loading and generation.
 
-from .base import ShowerGenerator, pipeline_class, register_pipeline, registered_pipelines
-from .calovq import CaloVQ, CaloVQTransforms, build_calovq_models
-from .calovq_train import CALOVQ_STAGES, encode_tokens, train_calovq
+Each system lives in its own sub-package (``calovq/``, ``calodream/``, ...) and registers a
+:class:`PipelineSpec` when imported; everything here dispatches through that registry.
+"""
+
+from .base import ShowerGenerator, check_finite, validate_energies
 from .generate import generate_to_file
 from .loading import PRETRAINED_DIR, load_generator, pretrained_models, resolve_checkpoint
-from .training import pipeline_stages, train_pipeline
+from .registry import (
+    PipelineSpec,
+    StageSpec,
+    config_from_manifest,
+    config_to_manifest,
+    get_pipeline,
+    load_builtin_pipelines,
+    pipeline_for_config,
+    pipeline_for_preset,
+    register_pipeline_spec,
+    registered_pipelines,
+)
+from .staged import StageBuild, StageContext, split_indices, train_pipeline
 
 __all__ = [
-    "CALOVQ_STAGES",
-    "CaloVQ",
-    "CaloVQTransforms",
     "PRETRAINED_DIR",
+    "PipelineSpec",
     "ShowerGenerator",
-    "build_calovq_models",
-    "encode_tokens",
+    "StageBuild",
+    "StageContext",
+    "StageSpec",
+    "check_finite",
+    "config_from_manifest",
+    "config_to_manifest",
     "generate_to_file",
+    "get_pipeline",
+    "load_builtin_pipelines",
     "load_generator",
-    "pipeline_class",
-    "pipeline_stages",
+    "pipeline_for_config",
+    "pipeline_for_preset",
     "pretrained_models",
-    "register_pipeline",
+    "register_pipeline_spec",
     "registered_pipelines",
     "resolve_checkpoint",
-    "train_calovq",
+    "split_indices",
     "train_pipeline",
+    "validate_energies",
 ]

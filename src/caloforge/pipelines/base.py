@@ -1,27 +1,21 @@
 """What every seed system is to its users: a :class:`ShowerGenerator`.
 
 A pipeline turns incident energies into showers on a geometry. Pipelines register
-themselves under a name (``@register_pipeline("calovq")``) so that a checkpoint directory,
-whose ``checkpoint.json`` names its pipeline, can be loaded without knowing its class.
+themselves in :mod:`caloforge.pipelines.registry`, so that a checkpoint directory, whose
+``checkpoint.json`` names its pipeline, can be loaded without knowing its class.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import ConfigError, GenerationError
 from ..geometry import CylindricalGeometry
 
-__all__ = [
-    "ShowerGenerator",
-    "register_pipeline",
-    "pipeline_class",
-    "registered_pipelines",
-]
+__all__ = ["ShowerGenerator", "check_finite", "validate_energies"]
 
 
 @runtime_checkable
@@ -44,30 +38,28 @@ class ShowerGenerator(Protocol):
              ) -> ShowerGenerator: ...
 
 
-_PIPELINES: dict[str, type] = {}
+def validate_energies(incident_energy) -> torch.Tensor:
+    """Incident energies as a float64 (N,) tensor; ConfigError unless finite and positive."""
+    e = torch.as_tensor(incident_energy, dtype=torch.float64)
+    if e.dim() == 2 and e.shape[1] == 1:
+        e = e[:, 0]
+    if e.dim() != 1:
+        raise ConfigError(f"incident energies must have shape (N,) or (N, 1), got {tuple(e.shape)}")
+    if not torch.isfinite(e).all() or (e <= 0).any():
+        raise ConfigError("incident energies must be finite and positive (MeV)")
+    return e
 
 
-def register_pipeline(name: str) -> Callable[[type], type]:
-    """Class decorator registering a pipeline under ``name`` (stored in checkpoints)."""
+def check_finite(x: torch.Tensor, what: str) -> torch.Tensor:
+    """Raise :class:`GenerationError` when ``x`` holds NaN or inf; return ``x``.
 
-    def deco(cls: type) -> type:
-        if name in _PIPELINES and _PIPELINES[name] is not cls:
-            raise ValueError(f"pipeline {name!r} registered twice")
-        _PIPELINES[name] = cls
-        cls.pipeline_name = name
-        return cls
-
-    return deco
-
-
-def registered_pipelines() -> tuple[str, ...]:
-    return tuple(sorted(_PIPELINES))
-
-
-def pipeline_class(name: str) -> type:
-    """The pipeline class registered under ``name``."""
-    if name not in _PIPELINES:
-        raise CheckpointError(
-            f"unknown pipeline {name!r}; known pipelines: {', '.join(registered_pipelines()) or 'none'}"
+    Generators call it on raw network outputs *before* any post-processing: a cut or a
+    clamp would otherwise turn NaN into zeros and write empty showers without a word.
+    """
+    if not torch.isfinite(x).all():
+        n = int((~torch.isfinite(x)).sum())
+        raise GenerationError(
+            f"{what} holds {n} NaN/inf value(s): the model's weights are damaged or its "
+            "training diverged; nothing was written"
         )
-    return _PIPELINES[name]
+    return x

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
-from ..training import MANIFEST_NAME, load_checkpoint
-from .base import ShowerGenerator, pipeline_class
+from ..checkpoints import MANIFEST_NAME, load_checkpoint
+from ..errors import CaloforgeError, CheckpointError
+from .base import ShowerGenerator
+from .registry import get_pipeline
 
 __all__ = ["PRETRAINED_DIR", "pretrained_models", "resolve_checkpoint", "load_generator"]
 
@@ -40,11 +41,18 @@ def resolve_checkpoint(spec: str | os.PathLike) -> Path:
     )
 
 
-def load_generator(spec: str | os.PathLike, map_location: str | torch.device = "cpu"
-                   ) -> ShowerGenerator:
-    """Load any trained pipeline from its checkpoint directory or shipped-model name."""
+def load_generator(spec: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                   verify: bool = True) -> ShowerGenerator:
+    """Load any trained pipeline from its checkpoint directory or shipped-model name.
+
+    ``verify=False`` accepts weights without a recorded sha256 (hand-made checkpoints).
+    """
     path = resolve_checkpoint(spec)
-    config = load_checkpoint(path).config or {}
-    if "pipeline" not in config:
+    config = load_checkpoint(path, verify=verify).config
+    if not isinstance(config, dict) or "pipeline" not in config:
         raise CheckpointError(f"checkpoint {path} does not say which pipeline made it")
-    return pipeline_class(config["pipeline"]).load(path, map_location=map_location)
+    try:
+        pipeline = get_pipeline(str(config["pipeline"]))
+    except CaloforgeError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}") from None
+    return pipeline.generator.load(path, map_location=map_location, verify=verify)

@@ -9,6 +9,12 @@ The sampler knows nothing of the network beyond this protocol::
 Defaults are plain ancestral sampling: temperature 1 and no top-k (the paper states
 neither). Draws invert the cumulative distribution with one uniform number per row from the given ``torch.Generator``, so a fixed
 generator seed gives the same tokens with and without the cache.
+
+The uniform numbers can also be given explicitly (``sample_tokens(..., uniforms=u)``, u of
+shape (N, steps)): the sampler is then a deterministic function of (condition, u), which
+is how exported graphs take their randomness as an input (docs/export.md). On CPU,
+``draw_token_uniforms(N, steps, generator)`` returns exactly the numbers the sampler
+draws itself from that generator, so both ways give the same tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["sample_tokens", "filter_logits", "draw_categorical"]
+__all__ = ["sample_tokens", "filter_logits", "draw_categorical", "draw_token_uniforms",
+           "invert_cdf"]
 
 
 def draw_categorical(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -59,6 +66,28 @@ def _invert_cdf(probs: Tensor, u: Tensor) -> Tensor:
     return idx.clamp_max_(probs.shape[-1] - 1)[:, 0]
 
 
+def invert_cdf(probs: Tensor, u: Tensor) -> Tensor:
+    """The same draw as the sampler's, written with operators every graph format has.
+
+    probs (N, V), u (N,) in [0, 1) -> (N,) long: the number of cumulative-distribution
+    entries <= u times the total, i.e. what a right-sided binary search returns on the
+    non-decreasing cumulative sums, clamped to V - 1. Exporters use it in place of
+    ``searchsorted`` (which ONNX lacks). The sums are accumulated in float64 and rounded
+    to the probabilities' dtype: on CPU that is bit for bit what torch's float32 ``cumsum``
+    computes (tested), while a float32 running sum of another runtime drifts by a few
+    units in the last place and tips draws near a boundary.
+    """
+    cdf = probs.to(torch.float64).cumsum(dim=-1).to(probs.dtype)
+    below = cdf <= u[:, None].to(cdf.dtype) * cdf[:, -1:]
+    return below.sum(dim=-1).clamp_max(probs.shape[-1] - 1)
+
+
+def draw_token_uniforms(n: int, steps: int, generator: torch.Generator | None = None) -> Tensor:
+    """The uniform numbers :func:`sample_tokens` draws on CPU for N rows and ``steps``
+    positions, as (N, steps) float32: row i's numbers for positions t0, t0 + 1, ..."""
+    return torch.rand(steps, n, generator=generator, dtype=torch.float32).t()
+
+
 
 
 @torch.no_grad()
@@ -74,6 +103,7 @@ def sample_tokens(
     use_cache: bool = True,
     prefix: Tensor | None = None,
     chunk_size: int | None = None,
+    uniforms: Tensor | None = None,
 ) -> Tensor:
     """Sample token sequences from an autoregressive prior.
 
@@ -96,6 +126,10 @@ def sample_tokens(
             memory; on the 2-core development CPU this gained under 10 % at batch 1000, so
             the default keeps the exact step-by-step result. On other devices a chunk
             smaller than the batch changes which numbers each row gets (same distribution).
+        uniforms: (N, n_tokens - t0) numbers in [0, 1) to draw with, in place of the
+            generator's (any device): row i, column s draws position t0 + s. With
+            ``draw_token_uniforms(N, steps, generator)`` the tokens equal those drawn from
+            ``generator`` on CPU.
 
     Returns:
         tokens (N, n_tokens) long, including the prefix.
@@ -113,7 +147,13 @@ def sample_tokens(
     tokens[:, :t0] = prefix
     on_cpu = cond.device.type == "cpu"
     chunk_size = max(1, n if chunk_size is None else int(chunk_size))
-    if on_cpu:
+    if uniforms is not None:
+        if tuple(uniforms.shape) != (n, steps):
+            raise ValueError(f"uniforms must have shape (N, steps) = ({n}, {steps}), got "
+                             f"{tuple(uniforms.shape)}")
+        # step-major, as drawn below
+        uniforms = uniforms.to(device=cond.device, dtype=torch.float32).t()
+    elif on_cpu:
         # One call gives the same numbers as `steps` successive (N, 1) draws from a CPU
         # generator (tested), so every row gets the uniforms it had in a step-by-step
         # loop over the whole batch, whatever the chunk size.

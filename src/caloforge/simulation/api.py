@@ -19,7 +19,7 @@ import numpy as np
 from ..geometry import CylindricalGeometry, PlanarGeometry
 from ..io import PointCloudData, PointCloudWriter, ShowerData, ShowerWriter
 from .calorimeters import Calorimeter, SimulationError, calorimeter_for, ild_calorimeter
-from .gflash import MIN_Y, GFlashParameters, StepDeposits, simulate_steps
+from .gflash import MAX_ENERGY_MEV, MIN_Y, GFlashParameters, StepDeposits, simulate_steps
 from .pointcloud import cluster_steps
 from .spectra import EnergySpectrum, parse_energy_spectrum
 from .voxelize import voxelize_steps
@@ -79,6 +79,11 @@ def _energies(n: int | None, spectrum, energies, seed: int, calo: Calorimeter) -
         e = spec.sample(int(n), _rng(seed, 0))
     if not np.all(np.isfinite(e)) or np.any(e <= 0):
         raise SimulationError("incident energies must be positive and finite (MeV)")
+    if len(e) and e.max() > MAX_ENERGY_MEV:
+        raise SimulationError(
+            f"incident energy {e.max() / 1e6:.4g} TeV is above the GFlash model's range of "
+            f"validity (at most {MAX_ENERGY_MEV / 1e6:g} TeV, docs/simulation.md)"
+        )
     e_min = MIN_Y * calo.medium.critical_energy_mev
     if len(e) and e.min() < e_min:
         # Checked up front so that no output file is started for an impossible request.

@@ -7,7 +7,7 @@ of every layer and how stored energies relate to the energy deposited in the sen
 Presets:
 - ``ds2``, ``ds3``: the Par04-like W/Si calorimeter of CaloChallenge datasets 2 and 3
   (1.4 mm W + 0.3 mm Si pairs, two per 3.4 mm readout layer; stored energy = silicon
-  energy / 0.033; 15.15 keV threshold on stored values).
+  energy / 0.033; threshold 0.5 keV / 0.033 = 15.1515 keV on stored values).
 - ``ds1-photons``: an approximate, ATLAS-like Pb/LAr description (layer depths chosen
   here, see docs/simulation.md); stored energies are calibrated (visible / f_vis).
 - ``ild-ecal``: the ILD-like Si-W ECAL of CaloClouds II for point clouds.
@@ -21,6 +21,10 @@ import numpy as np
 
 from ..errors import CaloforgeError
 from ..geometry import CylindricalGeometry, PlanarGeometry, get_geometry, ild_ecal
+
+# one definition of the ds2/ds3 sampling fraction and readout threshold, shared with the
+# evaluation (0.5 keV in silicon / 0.033)
+from ..io.calochallenge import DS23_SAMPLING_FRACTION, DS23_THRESHOLD_MEV
 from .materials import LAR, PB, SI, SamplingMedium, W
 
 __all__ = [
@@ -34,10 +38,6 @@ __all__ = [
     "par04_calorimeter",
 ]
 
-#: Sampling fraction the CaloChallenge ds2/ds3 files divide the silicon energy by.
-DS23_SAMPLING_FRACTION = 0.033
-#: Readout threshold on stored ds2/ds3 voxel energies: 0.5 keV in silicon / 0.033 (MeV).
-DS23_THRESHOLD_MEV = 0.5e-3 / DS23_SAMPLING_FRACTION
 #: Par04 sampling structure: one W/Si pair (mm).
 PAR04_W_MM, PAR04_SI_MM = 1.4, 0.3
 #: Longest GFlash step (X0); each readout layer is cut into equal steps no longer than

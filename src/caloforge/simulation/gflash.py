@@ -19,6 +19,7 @@ from ..errors import CaloforgeError
 from .materials import SamplingMedium
 
 __all__ = [
+    "MAX_ENERGY_MEV",
     "GFlashParameters",
     "ShapeDraws",
     "StepDeposits",
@@ -32,6 +33,11 @@ __all__ = [
 PHOTON_CONVERSION_X0 = 9.0 / 7.0
 #: Lowest y = E/E_c accepted: below it the fluctuation widths change sign (spec 1.3).
 MIN_Y = 10.0
+#: Highest incident energy accepted (10 TeV, in MeV). The parametrisation was fitted to
+#: showers up to a few hundred GeV and is used here up to the CaloChallenge's 4 TeV;
+#: beyond 10 TeV its shower maximum runs out of the calorimeters and the spot count
+#: (~E^0.9) makes memory grow without bound, so such requests are refused up front.
+MAX_ENERGY_MEV = 1.0e7
 
 
 @dataclass(frozen=True)

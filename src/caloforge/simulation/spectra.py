@@ -179,36 +179,28 @@ class FileSpectrum(EnergySpectrum):
     """The incident energies of an existing file, in file order (no randomness).
 
     Reads ``incident_energies`` of a CaloChallenge file, or ``energies`` (GeV) of a
-    showerdata point-cloud file. Asking for more showers than the file holds is an error.
+    showerdata point-cloud file, validated like any input file (shape (N, 1) or (N,), at
+    least one, finite, positive). Asking for more showers than the file holds is an error.
+
+    Args:
+        path: the file.
+        option: the command-line option the file came from (``--energies-from``), named
+            in errors.
     """
 
-    def __init__(self, path: str):
-        import h5py
+    def __init__(self, path: str, *, option: str | None = None):
+        from ..io.energies import read_incident_energies
 
         self.path = str(path)
-        try:
-            with h5py.File(self.path, "r") as f:
-                if "incident_energies" in f:
-                    e = np.asarray(f["incident_energies"][...], dtype=np.float64).reshape(-1)
-                elif "energies" in f:  # showerdata layout stores GeV
-                    e = 1e3 * np.asarray(f["energies"][...], dtype=np.float64).reshape(-1)
-                else:
-                    raise SpectrumError(
-                        f"{self.path}: no 'incident_energies' (or point-cloud 'energies') dataset"
-                    )
-        except FileNotFoundError:
-            raise SpectrumError(f"energy file {self.path!r} does not exist") from None
-        except OSError as exc:
-            raise SpectrumError(f"cannot read energies from {self.path!r}: {exc}") from None
-        if len(e) == 0 or not np.all(np.isfinite(e)) or np.any(e <= 0):
-            raise SpectrumError(f"{self.path}: incident energies must be positive and finite")
-        self.energies = e
+        self.option = option
+        self.energies = read_incident_energies(self.path, option=option)
 
     def sample(self, n, rng):
         n = int(n)
         if n > len(self.energies):
+            where = f"{self.option} {self.path}" if self.option else self.path
             raise SpectrumError(
-                f"{self.path} holds {len(self.energies)} incident energies, {n} were requested"
+                f"{where} holds {len(self.energies)} incident energies, {n} were requested"
             )
         return self.energies[:n].copy()
 
@@ -228,8 +220,12 @@ _KINDS = {
 }
 
 
-def parse_energy_spectrum(text: str) -> EnergySpectrum:
-    """Build a spectrum from its command-line description (see the module docstring)."""
+def parse_energy_spectrum(text: str, *, option: str | None = None) -> EnergySpectrum:
+    """Build a spectrum from its command-line description (see the module docstring).
+
+    ``option`` names the command-line option of a ``file:PATH`` spectrum in its errors
+    (e.g. ``--energies-from``).
+    """
     if isinstance(text, EnergySpectrum):
         return text
     text = str(text).strip()
@@ -238,7 +234,7 @@ def parse_energy_spectrum(text: str) -> EnergySpectrum:
     if kind == "file":
         if not rest:
             raise SpectrumError("file spectrum needs a path: file:PATH")
-        return FileSpectrum(rest)
+        return FileSpectrum(rest, option=option)
     if kind not in _KINDS:
         raise SpectrumError(
             f"unknown energy spectrum {text!r}; use log-uniform:LO:HI, powers-of-two:LO:HI, "

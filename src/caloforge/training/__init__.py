@@ -1,6 +1,10 @@
-"""Training machinery: Trainer, stage protocol, EMA, schedule, data order, checkpoints."""
+"""Training machinery: Trainer, stage protocol, EMA, schedule, data order.
 
-from .checkpoint import (
+The checkpoint format lives in :mod:`caloforge.checkpoints`; its names are re-exported here
+for the trainer's users.
+"""
+
+from ..checkpoints import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     Checkpoint,
@@ -15,7 +19,7 @@ from .config import TrainerConfig
 from .data import ShardedBatchSampler, TensorDictDataset, collate_batch
 from .distributed import DistInfo, init_distributed, resolve_device
 from .ema import EMA
-from .schedule import cosine_lr
+from .schedule import SCHEDULES, cosine_lr, learning_rate
 from .stage import TrainingStage
 from .trainer import Trainer, seed_everything
 
@@ -31,7 +35,9 @@ __all__ = [
     "TrainerConfig",
     "TrainingStage",
     "collate_batch",
+    "SCHEDULES",
     "cosine_lr",
+    "learning_rate",
     "data_fingerprint",
     "init_distributed",
     "load_checkpoint",

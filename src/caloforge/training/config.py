@@ -20,6 +20,10 @@ class TrainerConfig:
     """
 
     max_steps: int = 1000
+    #: optimiser by name: "adamw" (decoupled weight decay), "adam", "adamax"
+    optimizer: Literal["adamw", "adam", "adamax"] = "adamw"
+    #: learning-rate schedule by name: "cosine" (warm-up + cosine), "onecycle", "constant"
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     batch_size: int = 64
     lr: float = 1e-4
     #: Learning rate per optimizer name, replacing ``lr`` for that optimizer (e.g. a
@@ -51,10 +55,17 @@ class TrainerConfig:
             (0 <= self.min_lr <= self.lr, "min_lr must lie in [0, lr]"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (all(0 <= b < 1 for b in self.betas), "betas must lie in [0, 1)"),
-            (0 <= self.warmup_steps <= self.max_steps, "warmup_steps must lie in [0, max_steps]"),
             (self.grad_clip >= 0, "grad_clip must be >= 0 (0 = off)"),
             (0 <= self.ema_decay < 1, "ema_decay must lie in [0, 1) (0 = off)"),
             (self.amp in ("none", "bf16", "fp16"), "amp must be none, bf16 or fp16"),
+            (self.optimizer in ("adamw", "adam", "adamax"),
+             f"optimizer must be adamw, adam or adamax, got {self.optimizer!r}"),
+            (self.schedule in ("cosine", "onecycle", "constant"),
+             f"schedule must be cosine, onecycle or constant, got {self.schedule!r}"),
+            (self.eps > 0, "eps must be > 0"),
+            (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")
+             or self.device == "mps",
+             f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}"),
             (
                 self.log_every >= 0 and self.val_every >= 0 and self.checkpoint_every >= 0,
                 "log_every, val_every and checkpoint_every must be >= 0",
@@ -62,6 +73,12 @@ class TrainerConfig:
             (self.val_batches >= 0, "val_batches must be >= 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
         ]
+        if self.warmup_steps < 0:
+            checks.append((False, "warmup_steps must be >= 0"))
+        # a short run (e.g. --set stage.max_steps=50 on a preset with 500 warm-up steps)
+        # keeps a proportionate warm-up instead of failing on an internal check
+        if self.warmup_steps > self.max_steps:
+            self.warmup_steps = self.max_steps // 10
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"TrainerConfig: {msg}")

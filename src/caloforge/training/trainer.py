@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..configs import config_to_dict
 from ..errors import CheckpointError, ConfigError
-from .checkpoint import load_trainer_state, save_checkpoint, save_trainer_state
+from ..checkpoints import load_trainer_state, save_checkpoint, save_trainer_state
 from .config import TrainerConfig
 from .data import ShardedBatchSampler, collate_batch
 from .distributed import (
@@ -29,7 +29,7 @@ from .distributed import (
     resolve_device,
 )
 from .ema import EMA
-from .schedule import cosine_lr
+from .schedule import learning_rate
 from .stage import TrainingStage
 
 __all__ = ["Trainer", "seed_everything"]
@@ -243,8 +243,10 @@ class Trainer:
                 f"{self.stage.name!r} ({', '.join(groups)})"
             )
         self.params = {k: [p for p in v if p.requires_grad] for k, v in groups.items()}
+        opt_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam,
+                   "adamax": torch.optim.Adamax}[cfg.optimizer]
         self.optimizers = {
-            k: torch.optim.AdamW(
+            k: opt_cls(
                 ps,
                 lr=cfg.group_lr.get(k, cfg.lr),
                 betas=cfg.betas,
@@ -280,7 +282,8 @@ class Trainer:
     def _lr(self, name: str, step: int) -> float:
         cfg = self.config
         base = cfg.group_lr.get(name, cfg.lr)
-        return cosine_lr(
+        return learning_rate(
+            cfg.schedule,
             step,
             base_lr=base,
             min_lr=cfg.min_lr * base / cfg.lr,
@@ -503,6 +506,7 @@ class Trainer:
         self._setup()
         if resume:
             meta = self._load_state()
+            self._truncate_log()
         else:
             self.step = 0
             seed_everything(cfg.seed + self.dist.rank)
@@ -583,6 +587,22 @@ class Trainer:
             if self.dist.owns_group:
                 dist.destroy_process_group()
         return {**last, **self.last_validation, "step": self.step}
+
+    def _truncate_log(self) -> None:
+        """Drop log records past the resumed step, so a resumed log does not repeat steps."""
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        path = self.out_dir / f"{self.stage.name}.log.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.step:
+                    kept.append(line)
+            except ValueError:
+                continue  # a line cut by the interruption
+        path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
 
     def _log(self, record: dict[str, float]) -> None:
         self.history.append(dict(record))

@@ -15,6 +15,7 @@ from .base import (
 )
 from .compose import Compose
 from .energy import IncidentEnergyScaling
+from .layer_fractions import LayerFractions
 from .log import LogTransform
 from .logit import Logit
 from .normalize import ShowerNormalization, layer_energies
@@ -28,6 +29,7 @@ __all__ = [
     "DigitTokenizer",
     "IncidentEnergyScaling",
     "LayerEnergyRatios",
+    "LayerFractions",
     "LogTransform",
     "Logit",
     "MinMaxScale",

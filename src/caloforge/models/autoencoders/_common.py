@@ -8,9 +8,20 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import ConfigError
-from .quantizer import QuantizerLosses
+from .quantizer import CODEBOOK_UPDATES, QuantizerLosses
 
-__all__ = ["VQVAEBase", "VQVAEOutput", "check_choice", "check_positive", "segment_softmax"]
+__all__ = [
+    "CODEBOOK_INITS",
+    "VQVAEBase",
+    "VQVAEOutput",
+    "check_choice",
+    "check_codebook_options",
+    "check_positive",
+    "segment_softmax",
+]
+
+#: codebook initialisation: small uniform values, or k-means on encoder outputs
+CODEBOOK_INITS = ("uniform", "data")
 
 
 class VQVAEOutput(NamedTuple):
@@ -40,6 +51,25 @@ def check_positive(**values: int | float) -> None:
             raise ConfigError(f"{k} must be positive, got {v!r}")
 
 
+def check_codebook_options(cfg) -> None:
+    """Range checks of the codebook fields shared by the VQ-VAE configs.
+
+    ``codebook_init``: "uniform" (small uniform codes) or "data" (k-means on the encoder
+    outputs of the first training batches, done by the training code);
+    ``codebook_update``: "gradient" or "ema"; ``codebook_decay`` in [0, 1) (EMA only);
+    ``dead_code_threshold`` >= 0 and ``dead_code_decay`` in [0, 1) (the per-batch usage
+    average a code is revived below, and its decay); ``l2_normalize_codes``: cosine look-up.
+    """
+    check_choice("codebook_init", cfg.codebook_init, CODEBOOK_INITS)
+    check_choice("codebook_update", cfg.codebook_update, CODEBOOK_UPDATES)
+    if not 0.0 <= cfg.codebook_decay < 1.0:
+        raise ConfigError(f"codebook_decay must be in [0, 1), got {cfg.codebook_decay}")
+    if cfg.dead_code_threshold < 0:
+        raise ConfigError(f"dead_code_threshold must be >= 0, got {cfg.dead_code_threshold}")
+    if not 0.0 <= cfg.dead_code_decay < 1.0:
+        raise ConfigError(f"dead_code_decay must be in [0, 1), got {cfg.dead_code_decay}")
+
+
 def segment_softmax(logits: Tensor, sizes: list[int]) -> Tensor:
     """Softmax over consecutive segments of the last axis (layer-wise normalisation).
 
@@ -55,6 +85,12 @@ class VQVAEBase(nn.Module):
     A subclass sets ``cond_embed``, ``quantizer`` and ``dec_out`` (the decoder's last layer)
     and implements ``encode``, ``decode_logits`` and ``normalise`` in its own layout.
     """
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one shower's encoder output, (vq_dim, *code grid), as the shared
+        :class:`~caloforge.models.autoencoders.base.Autoencoder` interface reports it."""
+        return (self.config.vq_dim, *self.config.latent_shape)
 
     @property
     def last_layer(self) -> Tensor:
@@ -73,6 +109,20 @@ class VQVAEBase(nn.Module):
         return VQVAEOutput(self.normalise(logits), logits, indices, losses)
 
     def n_parameters(self, include_codebook: bool = True) -> int:
-        """Trainable parameters (encoder + codebook + decoder; the discriminator is separate)."""
+        """Parameters (encoder + codebook + decoder; the discriminator is separate).
+
+        The codebook counts whether the optimiser trains it or moving averages do (then
+        it is a buffer).
+        """
         n = sum(p.numel() for p in self.parameters())
-        return n if include_codebook else n - self.quantizer.codebook.weight.numel()
+        book = self.quantizer.codebook.weight
+        if not isinstance(book, nn.Parameter):
+            n += book.numel()
+        return n if include_codebook else n - book.numel()
+
+    @torch.no_grad()
+    def init_codebook(self, x: Tensor, cond: Tensor, class_id: Tensor | None = None,
+                      n_iter: int = 10) -> None:
+        """k-means initialisation of the codebook from the encoder outputs of a batch
+        (``codebook_init="data"``). x, cond as in :meth:`forward`."""
+        self.quantizer.init_from_data(self.encode(x, cond, class_id), n_iter=n_iter)

@@ -38,7 +38,7 @@ from ...nn import (
     group_norm,
 )
 from ...nn.blocks import _inference_path, norm_film_silu
-from ._common import VQVAEBase, check_choice, check_positive
+from ._common import VQVAEBase, check_choice, check_codebook_options, check_positive
 from .quantizer import VectorQuantizer
 
 __all__ = [
@@ -82,7 +82,11 @@ class VQVAEConfig:
         cond_hidden_dim: hidden width of the condition MLP (ours).
         n_classes: class ids (particle type); 0 = none.
         normalisation: "global" (softmax over the shower) or "layer" (within each layer).
-        revive_dead_codes, dead_code_threshold: quantiser switch (off in the paper presets).
+        revive_dead_codes, dead_code_threshold, dead_code_decay, codebook_init, codebook_update,
+            codebook_decay, l2_normalize_codes: codebook health (not stated in the paper;
+            the defaults are the plain VQ-VAE, the presets switch them on: see
+            :func:`~caloforge.models.autoencoders._common.check_codebook_options` and
+            docs/calovq.md).
         dropout: in residual blocks.
     """
 
@@ -103,12 +107,18 @@ class VQVAEConfig:
     normalisation: str = "global"
     revive_dead_codes: bool = False
     dead_code_threshold: float = 1e-3
+    dead_code_decay: float = 0.99
+    codebook_init: str = "uniform"
+    codebook_update: str = "gradient"
+    codebook_decay: float = 0.99
+    l2_normalize_codes: bool = False
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
         self.resolutions = tuple((int(z), int(a)) for z, a in self.resolutions)
         check_choice("normalisation", self.normalisation, ("global", "layer"))
+        check_codebook_options(self)
         check_positive(
             in_channels=self.in_channels,
             n_layers=self.n_layers,
@@ -178,6 +188,9 @@ class Resample2d(nn.Module):
         self._mats: dict[tuple, tuple[str, Tensor, Tensor | None]] = {}
 
     def _matrices(self, z_in: int, ref: Tensor) -> tuple[str, Tensor, Tensor | None]:
+        # a tracer (ONNX export) hands sizes over as 0-d tensors: the matrices are
+        # constants of the graph, found under the same key as in eager calls
+        z_in = int(z_in)
         key = (z_in, ref.device, ref.dtype)
         got = self._mats.get(key)
         if got is None:
@@ -291,7 +304,9 @@ class CylindricalVQVAE(VQVAEBase):
         self.enc_out = CylindricalConv2d(ch[-1], cfg.vq_dim, 1)
 
         self.quantizer = VectorQuantizer(
-            cfg.n_codes, cfg.vq_dim, cfg.revive_dead_codes, cfg.dead_code_threshold
+            cfg.n_codes, cfg.vq_dim, cfg.revive_dead_codes, cfg.dead_code_threshold,
+            cfg.dead_code_decay, update=cfg.codebook_update, ema_decay=cfg.codebook_decay,
+            l2_normalize=cfg.l2_normalize_codes,
         )
 
         # ---- decoder (mirror)

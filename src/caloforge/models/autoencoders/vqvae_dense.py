@@ -20,7 +20,13 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...nn import ConditionEmbedding, FiLM, ResidualBlock
-from ._common import VQVAEBase, check_choice, check_positive, segment_softmax
+from ._common import (
+    VQVAEBase,
+    check_choice,
+    check_codebook_options,
+    check_positive,
+    segment_softmax,
+)
 from .quantizer import VectorQuantizer
 
 __all__ = ["DenseVQVAEConfig", "DenseVQVAE"]
@@ -42,7 +48,9 @@ class DenseVQVAEConfig:
         cond_in_dim, cond_dim, cond_hidden_dim, n_classes: condition embedding (Table 6
             "cond. dim" is 3 for ds1, spec A10).
         normalisation: "layer" (ds1 presets, Table 6) or "global".
-        revive_dead_codes, dead_code_threshold: quantiser switch.
+        revive_dead_codes, dead_code_threshold, dead_code_decay, codebook_init, codebook_update,
+            codebook_decay, l2_normalize_codes: codebook health, as in
+            :class:`~caloforge.models.autoencoders.VQVAEConfig`.
         dropout: in the residual blocks.
     """
 
@@ -60,11 +68,17 @@ class DenseVQVAEConfig:
     normalisation: str = "layer"
     revive_dead_codes: bool = False
     dead_code_threshold: float = 1e-3
+    dead_code_decay: float = 0.99
+    codebook_init: str = "uniform"
+    codebook_update: str = "gradient"
+    codebook_decay: float = 0.99
+    l2_normalize_codes: bool = False
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
         self.layer_sizes = tuple(int(s) for s in self.layer_sizes)
         check_choice("normalisation", self.normalisation, ("global", "layer"))
+        check_codebook_options(self)
         # zero-sized layers are allowed, so a geometry's per-layer counts (with its
         # inactive layers) can be passed as they are
         if (
@@ -140,7 +154,9 @@ class DenseVQVAE(VQVAEBase):
         )
         self.enc_out = nn.Conv1d(ch, cfg.vq_dim, 1)
         self.quantizer = VectorQuantizer(
-            cfg.n_codes, cfg.vq_dim, cfg.revive_dead_codes, cfg.dead_code_threshold
+            cfg.n_codes, cfg.vq_dim, cfg.revive_dead_codes, cfg.dead_code_threshold,
+            cfg.dead_code_decay, update=cfg.codebook_update, ema_decay=cfg.codebook_decay,
+            l2_normalize=cfg.l2_normalize_codes,
         )
         # decoder
         self.dec_in = nn.Conv1d(cfg.vq_dim, ch, 1)

@@ -1,4 +1,4 @@
-"""Calo-VQ as a :class:`~caloforge.pipelines.ShowerGenerator` (``../specs/calovq.md``).
+"""Calo-VQ as a :class:`~caloforge.pipelines.ShowerGenerator` (docs/calovq.md).
 
 Sampling (§1.10): E_inc -> GPT samples [R tokens][shower codes] -> R = digits -> ratio
 R/E_inc (spec A4) times E_inc -> codebook look-up and decoder (conditioned on E_inc) ->
@@ -14,15 +14,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..configs import config_from_dict, config_to_dict
-from ..configs.calovq import CaloVQConfig
-from ..errors import CheckpointError, ConfigError
-from ..geometry import CylindricalGeometry, get_geometry
-from ..models import build_model
-from ..models.autoencoders import calo_image_to_flat, flat_to_calo_image
-from ..sampling import sample_tokens
-from ..training import load_checkpoint, save_checkpoint
-from ..transforms import (
+from ...checkpoints import load_checkpoint, save_checkpoint
+from ...errors import CheckpointError, ConfigError
+from ...geometry import CylindricalGeometry, get_geometry
+from ...models import build_model
+from ...models.autoencoders import calo_image_to_flat, flat_to_calo_image
+from ...sampling import sample_tokens
+from ...transforms import (
     DigitTokenizer,
     IncidentEnergyScaling,
     LogTransform,
@@ -30,11 +28,11 @@ from ..transforms import (
     ShowerNormalization,
     transform_from_state,
 )
-from .base import register_pipeline
+from ..base import check_finite, validate_energies
+from ..registry import config_from_manifest, config_to_manifest
+from .config import CaloVQConfig
 
-__all__ = ["CaloVQ", "CaloVQTransforms", "build_calovq_models", "calovq_config_from_manifest"]
-
-PIPELINE_NAME = "calovq"
+__all__ = ["CaloVQ", "CaloVQTransforms", "build_calovq_models"]
 
 
 @dataclass
@@ -153,22 +151,6 @@ def build_calovq_models(config: CaloVQConfig, *, with_discriminator: bool = Fals
     return vqvae, gpt, build_model(disc_name, disc_cfg)
 
 
-def calovq_config_to_manifest(config: CaloVQConfig) -> dict[str, Any]:
-    return {"pipeline": PIPELINE_NAME, **config_to_dict(config)}
-
-
-def calovq_config_from_manifest(d: dict[str, Any] | None, where: str) -> CaloVQConfig:
-    if not d or d.get("pipeline") != PIPELINE_NAME:
-        raise CheckpointError(f"{where} is not a Calo-VQ checkpoint (pipeline "
-                              f"{(d or {}).get('pipeline')!r})")
-    body = {k: v for k, v in d.items() if k != "pipeline"}
-    try:
-        return config_from_dict(CaloVQConfig, body)
-    except ConfigError as exc:
-        raise CheckpointError(f"{where}: stored configuration is invalid: {exc}") from None
-
-
-@register_pipeline(PIPELINE_NAME)
 class CaloVQ:
     """A trained Calo-VQ generator: VQ-VAE decoder + GPT prior + fitted transforms."""
 
@@ -193,6 +175,15 @@ class CaloVQ:
     def model_output_to_flat(self, y: Tensor) -> Tensor:
         return y if self.config.is_dense else calo_image_to_flat(y)
 
+    @property
+    def training_energy_range(self) -> tuple[float, float] | None:
+        """The incident-energy range (MeV) the condition was fitted on, when known."""
+        t = self.transforms.energy
+        if t.mode != "log_minmax" or t.shift is None:
+            return None
+        lo = float(torch.exp(t.shift))
+        return lo, float(torch.exp(t.shift + t.scale))
+
     # --------------------------------------------------------------- sampling
     def to(self, device: str | torch.device) -> CaloVQ:
         self.device = torch.device(device)
@@ -202,15 +193,20 @@ class CaloVQ:
 
     @torch.inference_mode()
     def sample_tokens(self, incident_energy: Tensor, *, generator: torch.Generator | None = None,
-                      temperature: float | None = None, top_k: int | None = None) -> Tensor:
-        """Stage 2 only: token sequences (N, seq_len) for incident energies (N,) MeV."""
+                      temperature: float | None = None, top_k: int | None = None,
+                      uniforms: Tensor | None = None) -> Tensor:
+        """Stage 2 only: token sequences (N, seq_len) for incident energies (N,) MeV.
+
+        ``uniforms`` (N, seq_len) in [0, 1): the numbers the draws use, in place of
+        ``generator``'s (see :func:`~caloforge.sampling.sample_tokens`).
+        """
         e = incident_energy.to(self.device, torch.float64)
         cond = self.transforms.condition(e).to(self.device)
         return sample_tokens(
             self.gpt, cond,
             temperature=self.config.temperature if temperature is None else temperature,
             top_k=self.config.top_k if top_k is None else top_k,
-            generator=generator,
+            generator=generator, uniforms=uniforms,
         )
 
     @torch.inference_mode()
@@ -223,6 +219,9 @@ class CaloVQ:
         r = self.transforms.r_from_ratio(ratio, e)
         codes = tokens[:, k:].clamp_max(self.config.autoencoder_config.n_codes - 1)
         fractions = self.model_output_to_flat(self.vqvae.decode_indices(codes, cond))
+        # before any cut: a cut would turn NaN voxels into zeros, i.e. empty showers
+        check_finite(fractions, "the Calo-VQ decoder's output")
+        check_finite(r, "the Calo-VQ prior's layer energies")
         fractions = self.transforms.calibrate_fractions(fractions.to(torch.float64), r, e)
         showers = self.transforms.normalisation.inverse(fractions, r)
         if self.config.output_threshold_mev > 0:
@@ -232,33 +231,52 @@ class CaloVQ:
 
     def sample(self, incident_energy: Tensor, *, batch_size: int = 1000,
                generator: torch.Generator | None = None, temperature: float | None = None,
-               top_k: int | None = None) -> Tensor:
-        """Showers (N, V) in MeV, on the CPU, for incident energies (N,) in MeV."""
-        e = torch.as_tensor(incident_energy, dtype=torch.float64).reshape(-1)
-        if not torch.isfinite(e).all() or (e <= 0).any():
-            raise ConfigError("incident energies must be finite and positive (MeV)")
+               top_k: int | None = None, uniforms: Tensor | None = None) -> Tensor:
+        """Showers (N, V) in MeV, on the CPU, for incident energies (N,) in MeV.
+
+        ``uniforms`` (N, seq_len) in [0, 1) replaces the random draws of the token
+        sampler: the showers are then a function of (energies, uniforms), the same one an
+        exported graph computes (docs/export.md). On CPU, the numbers drawn from
+        ``generator`` for each batch are ``draw_token_uniforms(len(batch), seq_len,
+        generator)``.
+        """
+        e = validate_energies(incident_energy)
+        if uniforms is not None and tuple(uniforms.shape) != (len(e), self.config.gpt.seq_len):
+            raise ConfigError(f"uniforms must have shape (N, seq_len) = ({len(e)}, "
+                              f"{self.config.gpt.seq_len}), got {tuple(uniforms.shape)}")
         out = []
         for lo in range(0, len(e), batch_size):
             eb = e[lo:lo + batch_size]
+            ub = None if uniforms is None else uniforms[lo:lo + batch_size]
             tokens = self.sample_tokens(eb, generator=generator, temperature=temperature,
-                                        top_k=top_k)
+                                        top_k=top_k, uniforms=ub)
             out.append(self.decode_tokens(tokens, eb).cpu())
         if not out:
             return torch.zeros(0, self.geometry.n_voxels)
         return torch.cat(out)
 
+    # ----------------------------------------------------------------- export
+    def export_module(self):
+        """This generator as a deterministic module with explicit random inputs
+        (:class:`~caloforge.export.spec.ExportableGenerator`; docs/export.md). Moves the
+        model to the CPU."""
+        from .export import calovq_exportable
+
+        return calovq_exportable(self.to("cpu"))
+
     # ------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Write a checkpoint directory holding both stages (no optimiser state)."""
-        meta = dict(config=calovq_config_to_manifest(self.config),
+        meta = dict(config=config_to_manifest(self.config),
                     transforms=self.transforms.state(), geometry=self.geometry.to_dict())
         save_checkpoint(path, "vqvae", {"vqvae": self.vqvae}, **meta)
         save_checkpoint(path, "gpt", {"gpt": self.gpt}, **meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> CaloVQ:
-        ckpt = load_checkpoint(path)
-        config = calovq_config_from_manifest(ckpt.config, str(path))
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+             verify: bool = True) -> CaloVQ:
+        ckpt = load_checkpoint(path, verify=verify)
+        _, config = config_from_manifest(ckpt.config, str(path), expect="calovq")
         geometry = ckpt.geometry
         if geometry is None:
             raise CheckpointError(f"checkpoint {path} records no geometry")
@@ -282,7 +300,7 @@ class CaloVQ:
 
     def n_parameters(self) -> dict[str, int]:
         """Parameters used for generation: stage 1 (excluding the discriminator) and 2."""
-        return {"stage1": sum(p.numel() for p in self.vqvae.parameters()),
+        return {"stage1": self.vqvae.n_parameters(),
                 "stage2": sum(p.numel() for p in self.gpt.parameters())}
 
     def __repr__(self) -> str:

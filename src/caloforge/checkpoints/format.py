@@ -43,6 +43,7 @@ __all__ = [
     "MANIFEST_NAME",
     "Checkpoint",
     "data_fingerprint",
+    "has_trainer_state",
     "load_checkpoint",
     "load_trainer_state",
     "provenance",
@@ -129,6 +130,16 @@ def _flatten(modules: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _check_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse NaN/inf weights: a diverged training must not become a valid checkpoint."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"{what}: {len(bad)} tensor(s) hold NaN or inf (first: {bad[0]!r}); the training "
+            "diverged or its state is corrupt, so nothing was saved"
+        )
+
+
 def _unflatten(flat: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
     out: dict[str, dict[str, torch.Tensor]] = {}
     for key, v in flat.items():
@@ -188,6 +199,12 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"corrupt {path}: not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT_TAG:
         raise CheckpointError(f"{path} is not a caloforge checkpoint manifest")
+    stages = manifest.get("stages")
+    if not isinstance(stages, dict):
+        raise CheckpointError(f"{path} lacks the 'stages' table of a caloforge checkpoint")
+    for name, info in stages.items():
+        if not isinstance(info, dict) or not isinstance(info.get("weights"), str):
+            raise CheckpointError(f"{path}: stage {name!r} names no weights file")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -279,8 +296,10 @@ def save_checkpoint(
     for name, t in (transforms or {}).items():
         manifest["transforms"][name] = _to_jsonable(t)
 
+    flat = _flatten(modules)
+    _check_finite(flat, f"stage {stage!r}")
     weights = d / f"{stage}.safetensors"
-    _save_tensors(_flatten(modules), weights, {"format": "pt", "caloforge_stage": stage})
+    _save_tensors(flat, weights, {"format": "pt", "caloforge_stage": stage})
     prov = provenance()
     manifest["caloforge_version"] = __version__
     manifest["provenance"] = prov
@@ -307,6 +326,8 @@ class Checkpoint:
 
     path: Path
     manifest: dict[str, Any]
+    #: check every weights file against the manifest's sha256 (a missing hash is an error)
+    verify: bool = True
 
     @property
     def stages(self) -> list[str]:
@@ -342,9 +363,14 @@ class Checkpoint:
     def state_dicts(
         self, stage: str, map_location: str | torch.device = "cpu"
     ) -> dict[str, dict[str, torch.Tensor]]:
-        """``{module: state dict}`` of a stage, after checking size and sha256."""
+        """``{module: state dict}`` of a stage, after checking size and sha256.
+
+        The weights file must lie inside the checkpoint directory, and its sha256 must be
+        recorded in the manifest and match, unless the checkpoint was opened with
+        ``verify=False`` (hand-made checkpoints; the CLI's ``--no-verify``).
+        """
         info = self.stage_info(stage)
-        path = self.path / info["weights"]
+        path = _confined(self.path, info["weights"])
         if not path.is_file():
             raise CheckpointError(f"checkpoint {self.path} lacks weights file {info['weights']}")
         size = path.stat().st_size
@@ -353,12 +379,21 @@ class Checkpoint:
                 f"weights file {path} is {size} bytes, the manifest says {info['size']}: "
                 "truncated or replaced"
             )
-        if info.get("sha256") and _sha256(path) != info["sha256"]:
-            raise CheckpointError(
-                f"weights file {path} does not match its sha256 in the manifest: corrupt, or "
-                "an interrupted save"
-            )
-        return _unflatten(_load_tensors(path, map_location))
+        if self.verify:
+            if not info.get("sha256"):
+                raise CheckpointError(
+                    f"checkpoint {self.path}: stage {stage!r} records no sha256 for its weights, "
+                    "so they cannot be verified (load with verify=False / --no-verify to trust "
+                    "a hand-made checkpoint)"
+                )
+            if _sha256(path) != info["sha256"]:
+                raise CheckpointError(
+                    f"weights file {path} does not match its sha256 in the manifest: corrupt, "
+                    "or an interrupted save"
+                )
+        tensors = _load_tensors(path, map_location)
+        _check_finite(tensors, f"checkpoint {self.path}, stage {stage!r}")
+        return _unflatten(tensors)
 
     def load_modules(
         self, stage: str, modules: Mapping[str, torch.nn.Module], *, strict: bool = True
@@ -380,7 +415,18 @@ class Checkpoint:
                 ) from exc
 
 
-def load_checkpoint(directory: str | os.PathLike, *, expect_geometry: Any = None) -> Checkpoint:
+def _confined(directory: Path, name: str) -> Path:
+    """``directory / name``, refusing names that lead outside the directory."""
+    target = (directory / name).resolve()
+    if Path(name).is_absolute() or directory.resolve() not in target.parents:
+        raise CheckpointError(
+            f"checkpoint {directory}: file name {name!r} points outside the checkpoint directory"
+        )
+    return target
+
+
+def load_checkpoint(directory: str | os.PathLike, *, expect_geometry: Any = None,
+                    verify: bool = True) -> Checkpoint:
     """Open a checkpoint directory and check its manifest.
 
     Raises:
@@ -401,7 +447,7 @@ def load_checkpoint(directory: str | os.PathLike, *, expect_geometry: Any = None
                 f"checkpoint {d} was made for geometry {have.get('name')!r}, not for "
                 f"{want.get('name')!r} (different voxel binning)"
             )
-    return Checkpoint(d, manifest)
+    return Checkpoint(d, manifest, verify=verify)
 
 
 # ------------------------------------------------------------------ trainer state
@@ -423,12 +469,12 @@ def save_trainer_state(
     try:
         from safetensors.torch import save_file
 
-        save_file(
-            {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()},
-            str(tmp / "state.safetensors"),
-        )
+        cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+        _check_finite(cpu, f"resume state of stage {stage!r}")
+        save_file(cpu, str(tmp / "state.safetensors"))
+        meta = dict(meta, tensors_sha256=_sha256(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(
-            json.dumps(dict(meta), allow_nan=False) + "\n", encoding="utf-8"
+            json.dumps(meta, allow_nan=False) + "\n", encoding="utf-8"
         )
         old = None
         if final.exists():
@@ -454,11 +500,23 @@ def load_trainer_state(
         if not olds:
             raise CheckpointError(f"no resume state for stage {stage!r} in {directory}")
         d = olds[-1]
-    tensors = _load_tensors(d / "state.safetensors")
     try:
         meta = json.loads((d / "state.json").read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise CheckpointError(f"resume state {d} lacks state.json") from exc
     except ValueError as exc:
         raise CheckpointError(f"corrupt resume state {d / 'state.json'}: {exc}") from exc
+    if not isinstance(meta, dict) or not meta.get("tensors_sha256"):
+        raise CheckpointError(f"resume state {d} records no sha256 of its tensors")
+    if _sha256(d / "state.safetensors") != meta["tensors_sha256"]:
+        raise CheckpointError(f"resume state {d / 'state.safetensors'} does not match its "
+                              "sha256: corrupt, or replaced")
+    tensors = _load_tensors(d / "state.safetensors")
+    _check_finite(tensors, f"resume state {d}")
     return tensors, meta
+
+
+def has_trainer_state(directory: str | os.PathLike, stage: str) -> bool:
+    """Whether ``directory`` holds resume state for ``stage`` (possibly an interrupted swap)."""
+    d = Path(directory)
+    return (d / f"{stage}.trainer").is_dir() or any(d.glob(f".{stage}.trainer.old-*"))

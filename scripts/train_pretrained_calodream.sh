@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Rebuilds the model shipped in src/caloforge/pretrained/calodream-ds2-tiny with the
+# project's own commands: simulate reference ds2 showers, train the CaloDREAM stages
+# (energy, shape, bns), copy the generation weights into the package.
+set -euo pipefail
+WORK=${1:-runs/pretrained}
+mkdir -p "$WORK"
+[ -f "$WORK/ds2_train.h5" ] || caloforge simulate --geometry ds2 -n 30000 --seed 1 -o "$WORK/ds2_train.h5"
+caloforge train calodream-ds2-tiny --data "$WORK/ds2_train.h5" --out "$WORK/calodream-ds2-tiny" --no-progress --resume
+python scripts/copy_generation_weights.py "$WORK/calodream-ds2-tiny" src/caloforge/pretrained/calodream-ds2-tiny

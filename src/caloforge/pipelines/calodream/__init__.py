@@ -1,0 +1,70 @@
+"""CaloDREAM: autoregressive CFM energy network + ViT shape network (full space or VAE
+latent) + bespoke solvers (docs/calodream.md).
+
+Stages, in order: ``energy``, ``vae`` (latent space only), ``shape``, ``bns``.
+"""
+
+from ..registry import PipelineSpec, StageSpec, register_pipeline_spec
+from .config import BNSConfig, CaloDREAMConfig, CaloDREAMTraining
+from .model import CaloDREAM, build_calodream_models
+from .presets import CALODREAM_PRESETS
+from .stages import FlowMatchingStage, VAEStage
+from .training import (
+    build_bns_stage,
+    build_energy_stage,
+    build_shape_stage,
+    build_vae_stage,
+    prepare,
+    trainer_config,
+)
+from .transforms import CaloDREAMTransforms
+
+__all__ = [
+    "BNSConfig",
+    "CALODREAM_PRESETS",
+    "CALODREAM_SPEC",
+    "CaloDREAM",
+    "CaloDREAMConfig",
+    "CaloDREAMTraining",
+    "CaloDREAMTransforms",
+    "FlowMatchingStage",
+    "VAEStage",
+    "build_calodream_models",
+    "micro_overrides",
+]
+
+
+def micro_overrides(steps: int = 6) -> list[str]:
+    """``--set`` overrides that shrink ``calodream-ds2-tiny`` to a seconds-long training
+    (the framework's tests train every pipeline with them)."""
+    sets = ["energy.n_decoder_layers=1", "energy.ff_dim=32", "energy.head_hidden=16",
+            "energy.head_layers=2", "shape.dim=16", "shape.n_heads=2", "shape.mlp_hidden=16",
+            "shape.n_blocks=1", "energy_solver=euler-2", "shape_solver=euler-3",
+            "bns.n_steps=2", "bns.max_iters=3", "bns.patience=2", "bns.batch_size=4",
+            "bns.reference=midpoint-4"]
+    for stage in ("energy", "shape"):
+        sets += [f"training.{stage}.max_steps={steps}", f"training.{stage}.batch_size=16",
+                 f"training.{stage}.checkpoint_every=2", f"training.{stage}.val_every=0"]
+    return sets
+
+
+CALODREAM_SPEC = register_pipeline_spec(PipelineSpec(
+    name="calodream",
+    config_type=CaloDREAMConfig,
+    stages=(
+        StageSpec("energy", build_energy_stage,
+                  description="autoregressive CFM energy network p(u | E_inc)"),
+        StageSpec("vae", build_vae_stage, enabled=lambda c: c.space == "latent",
+                  description="VAE of the latent path (BCE + beta KL)"),
+        StageSpec("shape", build_shape_stage, requires=("vae",),
+                  description="ViT velocity field p(x | E_inc, u), voxels or VAE latent"),
+        StageSpec("bns", build_bns_stage, requires=("energy", "shape"),
+                  enabled=lambda c: c.bns.enabled,
+                  description="bespoke non-stationary solver of the shape network"),
+    ),
+    generator=CaloDREAM,
+    trainer_config=trainer_config,
+    presets=CALODREAM_PRESETS,
+    prepare=prepare,
+    description="CaloDREAM: transfusion energy network + ViT shape network + bespoke solvers",
+))

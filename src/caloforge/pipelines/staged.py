@@ -1,0 +1,213 @@
+"""One generic staged-training loop for every registered pipeline.
+
+``train_pipeline(config, data, out)`` reads the training file, splits it (seeded), lets
+the pipeline ``prepare`` its shared state (fitted transforms), then trains the requested
+stages in the pipeline's order. Each stage declares what it trains, which frozen earlier
+stages it reads and how it builds its data (:class:`StageBuild`); the shared
+:class:`~caloforge.training.Trainer` does the rest and saves into one checkpoint directory.
+
+Resume always finishes: with ``resume=True`` a stage whose stored step reached its
+``max_steps`` is skipped, a stage with resume state continues bit for bit, and a stage
+that never reached its first checkpoint starts afresh from the same seed, so an
+interrupted run ends with the same weights as an uninterrupted one. Every random source
+(model initialisation included) is seeded from the stage's trainer seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..checkpoints import MANIFEST_NAME, data_fingerprint, has_trainer_state, load_checkpoint
+from ..errors import CheckpointError, ConfigError
+from ..geometry import CylindricalGeometry, get_geometry
+from ..io import ShowerFile
+from ..training import Trainer, TrainingStage, seed_everything
+from .registry import PipelineSpec, config_to_manifest, pipeline_for_config
+
+__all__ = ["StageBuild", "StageContext", "split_indices", "train_pipeline"]
+
+
+@dataclass
+class StageBuild:
+    """What a stage's ``build`` hands to the shared trainer."""
+
+    stage: TrainingStage
+    train_data: Dataset
+    val_data: Dataset | None = None
+
+
+@dataclass
+class StageContext:
+    """What every stage of one training run sees.
+
+    Attributes:
+        config: the pipeline config.
+        geometry: the config's geometry.
+        showers, energies: the whole training file, (N, V) float32 MeV and (N,) float64 MeV.
+        train_idx, val_idx: the seeded split.
+        out_dir: the checkpoint directory.
+        resume: whether the run resumes.
+        state: the pipeline's own shared state (fitted transforms, ...), set by
+            ``prepare`` and by stages; ``state["transforms"]``, a ``{name: state dict}``
+            mapping when present, is stored in the checkpoint with every stage.
+    """
+
+    config: Any
+    spec: PipelineSpec
+    geometry: CylindricalGeometry
+    showers: torch.Tensor
+    energies: torch.Tensor
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    out_dir: Path
+    resume: bool
+    stages: tuple[str, ...]
+    fingerprint: str
+    #: every stage's trainer settings after the run's overrides (device, seed)
+    trainer_configs: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def checkpoint(self):
+        """The checkpoint written so far (verified), or None."""
+        if not (self.out_dir / MANIFEST_NAME).exists():
+            return None
+        return load_checkpoint(self.out_dir, expect_geometry=self.geometry)
+
+    def frozen(self, stage: str, modules: dict[str, torch.nn.Module]) -> None:
+        """Load the trained ``stage``'s weights into ``modules`` and freeze them."""
+        ckpt = self.checkpoint()
+        if ckpt is None or stage not in ckpt.stages:
+            raise CheckpointError(f"{self.out_dir} has no trained stage {stage!r}; train it first "
+                                  f"(caloforge train ... --stage {stage})")
+        ckpt.load_modules(stage, modules)
+        for m in modules.values():
+            m.eval().requires_grad_(False)
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return dict(config=config_to_manifest(self.config),
+                    transforms=self.state.get("transforms", {}),
+                    geometry=self.geometry.to_dict(), data_fingerprint=self.fingerprint)
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) row indices, a seeded random split, each sorted."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * fraction))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _read(path: str | os.PathLike, geometry: CylindricalGeometry, max_showers: int | None):
+    with ShowerFile(path, geometry, option="--data") as f:
+        n = len(f) if max_showers is None else min(len(f), max_showers)
+        if n < 20:
+            raise ConfigError(f"{path}: {n} showers are too few to train on")
+        data = f.read(0, n)
+    showers = torch.from_numpy(np.ascontiguousarray(data.showers, dtype=np.float32))
+    energies = torch.from_numpy(data.incident_energies.astype(np.float64).reshape(-1))
+    return data, showers, energies
+
+
+def _stage_done(out: Path, stage: str, max_steps: int) -> bool:
+    if not (out / MANIFEST_NAME).exists():
+        return False
+    ckpt = load_checkpoint(out)
+    if stage not in ckpt.stages:
+        return False
+    step = ckpt.stage_info(stage).get("step")
+    return step is None or step >= max_steps  # None: saved whole, not by the trainer
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def train_pipeline(config: Any, data_path: str | os.PathLike, out_dir: str | os.PathLike, *,
+                   stages: tuple[str, ...] | None = None, resume: bool = False,
+                   progress: bool = True, device: str | None = None,
+                   seed: int | None = None):
+    """Train ``stages`` (default: all, in order) of the pipeline ``config`` describes.
+
+    Args:
+        config: a registered pipeline's config (a preset, possibly with overrides).
+        data_path: training file (CaloChallenge HDF5); the config's
+            ``validation_fraction`` of it is held out.
+        out_dir: checkpoint directory (created; later stages are added to it).
+        stages: subset of the pipeline's stages; a stage whose frozen inputs are not in
+            ``out_dir`` yet raises.
+        resume: continue an interrupted run wherever it stopped.
+        device: overrides every stage's trainer ``device``.
+        seed: overrides every stage's trainer seed (and the split).
+
+    Returns:
+        The trained generator when every stage exists in ``out_dir``, else None.
+    """
+    spec = pipeline_for_config(config)
+    active = spec.active_stages(config)
+    stages = tuple(stages) if stages else active
+    for s in stages:
+        spec.stage(s)  # unknown names raise
+        if s not in active:
+            raise ConfigError(f"stage {s!r} does not apply to this {spec.name} configuration "
+                              f"(its stages: {', '.join(active)})")
+    trainer_cfgs = {s.name: spec.trainer_config(config, s.name) for s in spec.stages}
+    for tc in trainer_cfgs.values():
+        if device is not None:
+            tc.device = device
+        if seed is not None:
+            tc.seed = int(seed)
+    out = Path(out_dir)
+    geometry = get_geometry(config.geometry)
+    data, showers, energies = _read(data_path, geometry, getattr(config, "max_showers", None))
+    split_seed = trainer_cfgs[spec.stages[0].name].seed
+    train_idx, val_idx = split_indices(len(energies), getattr(config, "validation_fraction", 0.0),
+                                       split_seed)
+    ctx = StageContext(config=config, spec=spec, geometry=geometry, showers=showers,
+                       energies=energies, train_idx=train_idx, val_idx=val_idx, out_dir=out,
+                       resume=resume, stages=stages,
+                       fingerprint=data_fingerprint(data, path=data_path),
+                       trainer_configs=trainer_cfgs)
+    del data
+    if (out / MANIFEST_NAME).exists():
+        ckpt = load_checkpoint(out, expect_geometry=geometry)
+        stored = (ckpt.config or {}).get("pipeline")
+        if stored not in (None, spec.name):
+            raise CheckpointError(f"{out} holds a {stored!r} model, not a {spec.name!r} one")
+    if spec.prepare is not None:
+        spec.prepare(ctx)
+
+    for stage_spec in spec.stages:
+        name = stage_spec.name
+        if name not in stages or name not in active:
+            continue
+        tcfg = trainer_cfgs[name]
+        if resume and _stage_done(out, name, tcfg.max_steps):
+            continue
+        ckpt = ctx.checkpoint()
+        missing = [r for r in stage_spec.requires
+                   if r in active and (ckpt is None or r not in ckpt.stages)]
+        if missing:
+            raise CheckpointError(f"stage {name!r} needs the trained stage(s) {missing} in {out}; "
+                                  f"train them first (caloforge train ... --stage {missing[0]})")
+        # seeded before anything is built: model initialisation is part of the run
+        seed_everything(tcfg.seed)
+        build = stage_spec.build(ctx)
+        if build is None:  # a post-hoc stage that did its work in build
+            continue
+        trainer = Trainer(build.stage, tcfg, build.train_data, build.val_data, out_dir=out,
+                          checkpoint_meta=ctx.checkpoint_meta(), progress=progress)
+        trainer.fit(resume=resume and has_trainer_state(out, name))
+        del trainer, build
+        _barrier()
+
+    final = load_checkpoint(out)
+    if all(s in final.stages for s in active):
+        return spec.generator.load(out)
+    return None

@@ -1,0 +1,57 @@
+"""CPU thread counts: defaults that respect the process's CPU affinity and cgroup quota.
+
+On a shared or containerised machine ``os.cpu_count()`` overstates the cores a process
+may use; torch then starts more threads than cores and they spin against each other
+(2-70x slower). The default here is the smaller of the affinity mask and the cgroup CPU
+quota, and commands take ``--threads N`` to choose.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+__all__ = ["available_cpus", "set_threads"]
+
+
+def _cgroup_quota() -> float | None:
+    try:  # cgroup v2
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # cgroup v1
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota > 0 and period > 0:
+            return quota / period
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity mask, capped by the cgroup quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads to ``n`` (default: :func:`available_cpus`); return it."""
+    import torch
+
+    from .errors import ConfigError
+
+    if n is not None and n < 1:
+        raise ConfigError(f"--threads must be >= 1, got {n}")
+    n = available_cpus() if n is None else int(n)
+    torch.set_num_threads(n)
+    return n
