@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuilds the model shipped in src/caloforge/pretrained/calodream-ds2-tiny with the
 # project's own commands: simulate reference ds2 showers, train the CaloDREAM stages
-# (energy, shape, bns), copy the generation weights into the package.
+# (energy, shape, bns) of the tiny preset, copy the generation weights into the package.
+# Every stage is seeded, so a rerun on the same kind of machine gives the same weights.
 set -euo pipefail
 WORK=${1:-runs/pretrained}
 mkdir -p "$WORK"

@@ -132,9 +132,16 @@ def test_evaluate_end_to_end_and_cache(files, tmp_path, classifier):
     assert ("good vs scaled" in res.type_one) == (classifier != "none")
     table = format_table(res)
     assert "reference floor" in table and "scaled" in table and "FPD x1e3" in table
+    assert "separation power: centre in eta" in table and "ec_eta" not in table
+    assert "separation power: E_tot / E_inc (response)" in table
     paths = write_report(res, tmp_path / "out", plots=False)
     data = json.load(open(paths["json"]))
     assert data["metric_keys"] == list(METRIC_KEYS)
+    # added fields, keys unchanged: words, direction, and the ratio to the floor
+    assert data["metric_info"]["sep/ec_eta"]["name"] == "separation power: centre in eta"
+    ratio = data["vs_floor"]["scaled"]["sep/response"]
+    assert ratio == pytest.approx(res.models["scaled"]["sep/response"].value
+                                  / res.floor["sep/response"].value)
     assert set(data["models"]) == {"good", "scaled"}
     html = open(paths["html"]).read()
     assert "<table>" in html and "reference floor" in html
@@ -145,6 +152,42 @@ def test_evaluate_end_to_end_and_cache(files, tmp_path, classifier):
                      cache_dir=tmp_path / "cache")
     assert again.meta["cache_hits"] == {"reference": True, "good": True}
     assert again.models["good"]["sep/e_layer"].value == res.models["good"]["sep/e_layer"].value
+
+
+def _result(floor: dict, model: dict):
+    from caloforge.evaluation.report import EvaluationResult, Metric
+
+    def row(values):
+        return {k: Metric(values.get(k), None, None if k in values else "not computed")
+                for k in METRIC_KEYS}
+
+    return EvaluationResult(labels=["model"], floor=row(floor), models={"model": row(model)},
+                            details={}, warnings=[], meta={"options": {"seed": 0}}, geometry=G)
+
+
+def test_table_says_direction_and_distance_from_the_floor():
+    from caloforge.evaluation.report import METRIC_INFO, vs_floor
+
+    assert METRIC_INFO["sep/ec_r"]["better"] == "lower"
+    assert METRIC_INFO["fpd"]["better"] == METRIC_INFO["w1/ec_phi"]["better"] == "lower"
+    assert METRIC_INFO["cls_high/auc"] == {"name": "classifier high-level AUC",
+                                           "better": "0.5 ideal", "ideal": 0.5}
+    assert METRIC_INFO["prdc/coverage"]["better"] == "1 ideal"
+    assert vs_floor("sep/ec_r", 0.03, 0.01) == pytest.approx(3.0)
+    assert vs_floor("sep/ec_r", 0.03, 0.0) is None  # no ratio to a zero floor
+    assert vs_floor("fpd", 0.5, -0.1) is None  # bias-corrected FPD can be negative
+    assert vs_floor("cls_low/auc", 0.9, 0.5) is None
+    table = format_table(_result(
+        {"sep/ec_r": 0.01, "fpd": 0.2, "cls_high/auc": 0.51},
+        {"sep/ec_r": 0.03, "fpd": 3.0, "cls_high/auc": 0.76}))
+    lines = {ln.split("  ")[0]: ln for ln in table.splitlines()}
+    ec_r = lines["separation power: centre in r"]
+    assert "lower" in ec_r and "0.0100" in ec_r and "0.0300 (x3)" in ec_r
+    assert "0.2000" in lines["FPD x1e3 (Fréchet physics distance)"]
+    assert "3.0000 (x15)" in lines["FPD x1e3 (Fréchet physics distance)"]
+    auc = lines["classifier high-level AUC"]
+    assert "0.5 ideal" in auc and "0.7600 (+0.25)" in auc
+    assert "better:" in table and "(xR)" in table
 
 
 def test_plots_never_crash_the_report(files, tmp_path):

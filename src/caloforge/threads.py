@@ -44,14 +44,27 @@ def available_cpus() -> int:
     return max(1, n)
 
 
-def set_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads to ``n`` (default: :func:`available_cpus`); return it."""
-    import torch
+def set_threads(n: int | None = None, *, include_torch: bool = True) -> int:
+    """Set the compute thread pools to ``n`` threads (default: :func:`available_cpus`).
 
+    Sets torch's intra-op pool and, through ``threadpoolctl`` (installed with
+    scikit-learn), the BLAS pools numpy and scipy loaded, which otherwise size
+    themselves from ``os.cpu_count()`` (OpenMP pools are left to torch, which shares them). ``include_torch=False`` leaves torch alone and
+    unimported, for the numpy-only commands (``simulate``). Returns ``n``.
+    """
     from .errors import ConfigError
 
     if n is not None and n < 1:
         raise ConfigError(f"--threads must be >= 1, got {n}")
     n = available_cpus() if n is None else int(n)
-    torch.set_num_threads(n)
+    if include_torch:
+        import torch
+
+        torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # numpy's BLAS keeps its own pool size then
+        pass
+    else:
+        threadpool_limits(limits=n, user_api="blas")  # applies at once, for the rest of the process
     return n

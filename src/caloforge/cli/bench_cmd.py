@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "counts (and on GPU), after warm-up, median of repeats, with the embedded reference "
         "simulator's time per shower on the same machine as the denominator.")
     p.add_argument("model", help="checkpoint directory or shipped model name")
-    p.add_argument("--batch-sizes", type=_ints, default=[1, 100, 1000])
+    p.add_argument("--batch-sizes", "--batch-size", dest="batch_sizes", type=_ints,
+                   default=[1, 100, 1000],
+                   help="showers per call to time, comma-separated (default: 1,100,1000)")
     p.add_argument("--threads", type=_ints, default=None,
                    help="CPU thread counts (default: 1 and all cores)")
     p.add_argument("--device", action="append", default=None,
@@ -31,18 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ODE solver of flow-based models (e.g. rk4-20, bns-8); default: the model's")
     p.add_argument("--no-reference", action="store_true",
                    help="skip timing the reference simulator")
-    p.add_argument("--json", default=None, help="write the result here")
+    p.add_argument("-o", "--json", default=None, help="write the result here (JSON)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..errors import ConfigError
     from ..evaluation.timing import time_generator
     from ..pipelines import load_generator
     from ..simulation import simulate_showers
-
-    from ..errors import ConfigError
 
     model = load_generator(args.model)
     if args.solver is not None:

@@ -20,12 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "subset is used, never the first rows; the report says how many showers each "
         "metric used.",
         epilog="example: caloforge evaluate --reference ref.h5 --generated model.h5 "
-        "--labels model --out eval/ --classifier cpu")
+        "--labels model -o eval/ --classifier cpu")
     p.add_argument("--reference", required=True, help="reference CaloChallenge HDF5 file")
     p.add_argument("--generated", required=True, nargs="+", help="generated file(s)")
     p.add_argument("--labels", nargs="+", default=None,
                    help="one label per generated file (default: file names)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("-o", "--out", "--output", required=True, help="output directory")
     p.add_argument("--classifier", choices=("none", "cpu", "official"), default="cpu",
                    help="classifier preset (default: cpu; official = 3x2048, 50 epochs, for GPUs)")
     p.add_argument("--threshold", type=float, default=None,
@@ -44,7 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "beside published tables; caloforge (default): bias-corrected FPD, 40 "
                    "E_layer bins with under/overflow (docs/evaluation.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    p.add_argument("--quiet", action="store_true", help="no progress messages")
+    p.add_argument("--device", default=None,
+                   help="cpu or cuda for the classifier tests (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: the CPUs this process may use)")
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true",
+                   help="no progress messages")
     p.set_defaults(func=run)
 
 
@@ -52,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import CaloforgeError
     from ..evaluation.report import EvaluationOptions, evaluate, format_table, write_report
     from ..io import check_output_path, resolve_geometry_arg
+    from ..threads import set_threads
+    from ._common import check_device
 
     if args.max_showers is not None and args.max_showers < 4:
         raise CaloforgeError("--max-showers must be at least 4")
@@ -63,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
         raise CaloforgeError(f"--out {args.out}: exists and is not a directory")
     check_output_path(os.path.join(args.out, "metrics.json"))
     geometry = resolve_geometry_arg(args.geometry) if args.geometry else None
+    check_device(args.device, option="--device")
+    set_threads(args.threads)
     log = None if args.quiet else (lambda msg: print(f"[evaluate] {msg}", file=sys.stderr))
     result = evaluate(
         args.reference, args.generated, args.labels,
         options=EvaluationOptions(classifier=args.classifier, seed=args.seed,
-                                  convention=args.convention),
+                                  convention=args.convention, device=args.device),
         threshold=args.threshold, max_showers=args.max_showers,
         cache_dir=None if args.no_cache else os.path.join(args.out, ".cache"),
         geometry=geometry, log=log)

@@ -9,7 +9,8 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw pictures of shower files (needs caloforge[plot])",
-                       description="Draw pictures of CaloChallenge shower files.")
+                       description="Draw pictures of CaloChallenge shower files.",
+                       epilog="example: caloforge plot average ds2_gflash.h5 -o average.png")
     kinds = p.add_subparsers(dest="kind", metavar="KIND")
     a = kinds.add_parser(
         "average", help="average shower: mean energy per layer and one layer's r-alpha image",

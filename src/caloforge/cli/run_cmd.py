@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate against held-out reference showers and write report.html.",
         epilog="example:\n  caloforge run -o demo\n  caloforge run -o demo --pipeline calovq\n"
         "  caloforge run -o demo --pretrained-only")
-    p.add_argument("-o", "--out", default="caloforge-run", help="output directory")
+    p.add_argument("-o", "--out", "--output", default="caloforge-run", help="output directory")
     p.add_argument("--pipeline", default="calodream",
                    help="pipeline whose <pipeline>-ds2-tiny preset is trained (default: calodream)")
     p.add_argument("--preset", default=None,
@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a setting of the trained preset")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default=None,
+                   help="cpu or cuda for training, generation and the classifier tests "
+                   "(default: the preset's for training, cpu for generation)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: the CPUs this process may use)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted training")
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..simulation import simulate_to_file
     from ..threads import set_threads
+    from ._common import check_device
     from .train_cmd import build_config
 
     if args.n_reference < 100 or (not args.pretrained_only and args.n_train < 100):
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     preset = args.preset or f"{get_pipeline(args.pipeline).name}-ds2-tiny"
     if not args.pretrained_only:
         config = build_config(preset, [], args.overrides)
+    check_device(args.device, option="--device")
     set_threads(args.threads)
     out = args.out
     os.makedirs(out, exist_ok=True)
@@ -102,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         ckpt = os.path.join(out, preset)
         train_pipeline(config, train_path, ckpt, resume=args.resume,
-                       progress=not args.no_progress, seed=args.seed)
+                       progress=not args.no_progress, seed=args.seed,
+                       device=args.device)
         timings["train"] = time.perf_counter() - t
         models.append((f"{preset} (trained here)", ckpt))
     for name in pretrained_models():
@@ -116,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
         _step(f"generating {len(energies)} showers with {label}")
         t = time.perf_counter()
         path = os.path.join(out, f"generated_{i}.h5")
-        generate_to_file(load_generator(spec), energies, path, seed=args.seed,
-                         progress=not args.no_progress)
+        generate_to_file(load_generator(spec, map_location=args.device or "cpu"), energies,
+                         path, seed=args.seed, progress=not args.no_progress,
+                         threads=args.threads)
         timings[f"generate: {label}"] = time.perf_counter() - t
         generated.append(path)
         labels.append(label)
@@ -125,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     _step("evaluating against the held-out reference")
     t = time.perf_counter()
     result = evaluate(ref_path, generated, labels,
-                      options=EvaluationOptions(classifier=args.classifier, seed=args.seed),
+                      options=EvaluationOptions(classifier=args.classifier, seed=args.seed,
+                                              device=args.device),
                       cache_dir=os.path.join(out, ".cache"),
                       log=lambda m: print(f"[evaluate] {m}", file=sys.stderr))
     paths = write_report(result, os.path.join(out, "report"))

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="showers per write (default: 1024); does not change the showers")
     p.add_argument("--points", action="store_true",
                    help="write point clouds in the ILD-like ECAL instead of voxels")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of numpy's BLAS pools (default: the CPUs this "
+                   "process may use)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         point_clouds_to_file,
         simulate_to_file,
     )
+    from ..threads import set_threads
 
     if args.n_showers < 1:
         raise SimulationError(f"-n must be at least 1, got {args.n_showers}")
@@ -58,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output)
     if args.energy is not None:
         parse_energy_spectrum(args.energy, option="--energy file:")
+    # GFlash is numpy only: torch stays unimported, numpy's pools are limited
+    set_threads(args.threads, include_torch=False)
     spectrum = args.energy  # the text, as the user wrote it, is stored in the file
     if args.points:
         point_clouds_to_file(args.output, args.n_showers, spectrum=spectrum, seed=args.seed,

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--set training.shape.max_steps=2000\n  caloforge train --list")
     p.add_argument("preset", nargs="?", help="preset name (see --list)")
     p.add_argument("--data", help="training file (CaloChallenge HDF5)")
-    p.add_argument("-o", "--out", help="checkpoint directory")
+    p.add_argument("-o", "--out", "--output", help="checkpoint directory")
     p.add_argument("--stage", action="append", default=None,
                    help="train only this stage (repeatable; default: all, in order)")
     p.add_argument("--config", action="append", default=[], metavar="TOML",

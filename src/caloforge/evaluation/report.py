@@ -44,12 +44,16 @@ from .separation import separation_powers
 __all__ = [
     "EvaluationOptions",
     "EvaluationResult",
+    "FEATURE_NAMES",
+    "METRIC_INFO",
     "METRIC_KEYS",
+    "METRICS",
     "Metric",
     "compare",
     "evaluate",
     "format_table",
     "make_plots",
+    "vs_floor",
     "write_report",
 ]
 
@@ -58,12 +62,28 @@ _SEP_FEATURES = ("response", "e_tot", "e_layer", "ec_eta", "ec_phi", "width_eta"
 _W1_FEATURES = ("response", "e_layer", "ec_eta", "ec_phi", "width_eta", "width_phi", "ec_r",
                 "width_r", "sparsity", "shower_depth")
 
+#: Features in words, for the table a physicist reads (keys stay short in metrics.json).
+FEATURE_NAMES = {
+    "response": "E_tot / E_inc (response)",
+    "e_tot": "E_tot (deposited energy)",
+    "e_layer": "E_layer (energy per layer)",
+    "ec_eta": "centre in eta",
+    "ec_phi": "centre in phi",
+    "width_eta": "width in eta",
+    "width_phi": "width in phi",
+    "ec_r": "centre in r",
+    "width_r": "width in r",
+    "sparsity": "sparsity (fraction of empty voxels)",
+    "voxel_energy": "voxel energy",
+    "shower_depth": "shower depth",
+}
+
 #: Every metric reported, in table order: (key, label).
 METRICS = (
-    *((f"sep/{f}", f"separation power {f}") for f in _SEP_FEATURES),
-    *((f"w1/{f}", f"W1 {f} (standardised)") for f in _W1_FEATURES),
-    ("fpd", "FPD x1e3"),
-    ("kpd", "KPD x1e3"),
+    *((f"sep/{f}", f"separation power: {FEATURE_NAMES[f]}") for f in _SEP_FEATURES),
+    *((f"w1/{f}", f"W1 (standardised): {FEATURE_NAMES[f]}") for f in _W1_FEATURES),
+    ("fpd", "FPD x1e3 (Fréchet physics distance)"),
+    ("kpd", "KPD x1e3 (kernel physics distance)"),
     ("prdc/precision", "precision (k=5)"),
     ("prdc/recall", "recall (k=5)"),
     ("prdc/density", "density (k=5)"),
@@ -73,6 +93,44 @@ METRICS = (
     ("cls_high/auc", "classifier high-level AUC"),
     ("cls_high/jsd", "classifier high-level JSD"),
 )
+
+
+def _ideal(key: str) -> float:
+    """The value of a perfect model: 0 for distances, 0.5 for a classifier's AUC (it
+    cannot tell the samples apart), 1 for PRDC on samples of one distribution."""
+    if key.endswith("/auc"):
+        return 0.5
+    if key.startswith("prdc/"):
+        return 1.0
+    return 0.0
+
+
+def _better(key: str) -> str:
+    ideal = _ideal(key)
+    if ideal == 0.0:
+        return "lower"
+    if key.endswith("/auc"):
+        return "0.5 ideal"
+    return "1 ideal"
+
+
+def vs_floor(key: str, value: float | None, floor: float | None) -> float | None:
+    """How far a model's value is from the reference floor, as value / floor.
+
+    Defined for the metrics whose ideal is 0 or 1 (distances, separation powers, JSD,
+    PRDC) where the floor is positive: 1 means as close to the reference as the reference
+    is to itself, 5 means five times the floor. For AUC, whose ideal is 0.5, the ratio
+    of the distances from 0.5 would divide by noise near 0.5, so None (the table shows
+    the difference instead, see :func:`format_table`).
+    """
+    if value is None or floor is None or key.endswith("/auc") or not floor > 0:
+        return None
+    return float(value) / float(floor)
+
+
+#: ``{key: {"name": words, "better": "lower" | "0.5 ideal" | "1 ideal", "ideal": x}}``
+METRIC_INFO = {k: {"name": label, "better": _better(k), "ideal": _ideal(k)}
+               for k, label in METRICS}
 METRIC_KEYS = tuple(k for k, _ in METRICS)
 
 
@@ -126,6 +184,7 @@ class EvaluationOptions:
             entries dropped).
         official_fpd_samples: (smallest, largest) FPD batch of the official convention.
         official_kpd_batch_size: KPD batch of the official convention.
+        device: torch device of the classifier tests (default: CUDA when available).
     """
 
     classifier: str = "cpu"
@@ -144,6 +203,7 @@ class EvaluationOptions:
     convention: str = "caloforge"
     official_fpd_samples: tuple[int, int] = (20_000, 50_000)
     official_kpd_batch_size: int = 5_000
+    device: str | None = None
 
     def __post_init__(self):
         if self.classifier not in ("none", "cpu", "official"):
@@ -191,6 +251,10 @@ class EvaluationResult:
     def to_json(self) -> dict:
         return {
             "metric_keys": list(METRIC_KEYS),
+            "metric_info": METRIC_INFO,
+            "vs_floor": {lab: {k: vs_floor(k, m.value, self.floor[k].value)
+                               for k, m in ms.items() if k in self.floor}
+                         for lab, ms in self.models.items()},
             "floor": {k: m.to_dict() for k, m in self.floor.items()},
             "models": {lab: {k: m.to_dict() for k, m in ms.items()} for lab, ms in self.models.items()},
             "type_one": {k: {kk: m.to_dict() for kk, m in v.items()} for k, v in self.type_one.items()},
@@ -315,7 +379,7 @@ def compare(ref: ShowerFeatures, gen: ShowerFeatures, geometry: CylindricalGeome
         else:
             try:
                 res = classifier_test(*runs[kind], preset=opts.classifier, seed=opts.seed,
-                                      epochs=opts.classifier_epochs)
+                                      epochs=opts.classifier_epochs, device=opts.device)
                 cls_results[kind] = res
                 metrics[f"{kind}/auc"] = _finite_or_note(res.auc)
                 metrics[f"{kind}/jsd"] = _finite_or_note(res.jsd)
@@ -517,7 +581,7 @@ def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
                     r = classifier_test(high_level_vector(gen_f[a], geo),
                                         high_level_vector(gen_f[b], geo),
                                         preset=opts.classifier, seed=opts.seed,
-                                        epochs=opts.classifier_epochs)
+                                        epochs=opts.classifier_epochs, device=opts.device)
                     type_one[f"{a} vs {b}"] = {"cls_high/auc": Metric(r.auc),
                                                "cls_high/jsd": Metric(r.jsd)}
                 except InsufficientDataError as exc:
@@ -592,6 +656,36 @@ def _fmt(m: Metric) -> str:
     return s
 
 
+def _from_floor(key: str, m: Metric, floor: Metric) -> str:
+    """``(x3.2)``: the value over the floor; ``(+0.12)`` for AUC: the difference."""
+    if m.value is None or floor.value is None:
+        return ""
+    if key.endswith("/auc"):
+        return f" ({m.value - floor.value:+.2g})"
+    r = vs_floor(key, m.value, floor.value)
+    if r is None:
+        return ""
+    return f" (x{r:.2g})" if r < 100 else f" (x{r:.3g})"
+
+
+def _cell(result: EvaluationResult, col: str, key: str) -> str:
+    """A table cell: the value ± error, and for a model how far it is from the floor."""
+    if col == "reference floor":
+        return _fmt(result.floor[key])
+    m = result.models[col][key]
+    return _fmt(m) + _from_floor(key, m, result.floor[key])
+
+
+_READING_NOTES = (
+    "better: lower = 0 is ideal (separation powers, W1, FPD, KPD, JSD); 0.5 ideal = the "
+    "classifier cannot tell model from reference (AUC); 1 ideal = PRDC of two samples of "
+    "one distribution.",
+    "(xR): the model's value divided by the reference floor (1 = as close to the "
+    "reference as the reference is to itself); (+D) for AUC: the model's AUC minus the "
+    "floor's.",
+)
+
+
 def _showers_used(result: EvaluationResult) -> list[str]:
     """One line per row: how many showers each group of metrics used."""
     groups = (("features (separation, W1, FPD, KPD)", "sep/response"),
@@ -623,16 +717,18 @@ _CONVENTION_TEXT = {
 
 
 def format_table(result: EvaluationResult) -> str:
-    """Plain-text table: one row per metric, one column per sample (floor first)."""
+    """Plain-text table: one row per metric in words, which direction is better, then one
+    column per sample (floor first); model cells say how far they are from the floor."""
     cols = ["reference floor", *result.labels]
-    rows = [[label, *(_fmt(({"reference floor": result.floor} | result.models)[c][key]) for c in cols)]
+    rows = [[label, METRIC_INFO[key]["better"], *(_cell(result, c, key) for c in cols)]
             for key, label in METRICS]
-    header = ["metric", *cols]
+    header = ["metric", "better", *cols]
     convention = result.meta.get("options", {}).get("convention", "caloforge")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
     out = [f"convention: {_CONVENTION_TEXT[convention]}", "",
-           line(header), "  ".join("-" * w for w in widths), *map(line, rows)]
+           line(header), "  ".join("-" * w for w in widths), *map(line, rows), "",
+           *_READING_NOTES]
     if result.type_one:
         out.append("")
         out.append("type-I classifier (generated vs generated, high-level):")
@@ -765,10 +861,11 @@ def make_plots(result: EvaluationResult) -> tuple[list[tuple[str, str]], list[st
 
 
 # -------------------------------------------------------------------- report
-def _html_cell(m: Metric) -> str:
+def _html_cell(m: Metric, key: str | None = None, floor: Metric | None = None) -> str:
     if m.value is None:
         return f'<td class="na" title="{html.escape(m.note or "")}">n/a*</td>'
-    return f"<td>{html.escape(_fmt(m))}</td>"
+    extra = _from_floor(key, m, floor) if key is not None and floor is not None else ""
+    return f"<td>{html.escape(_fmt(m) + extra)}</td>"
 
 
 def write_report(result: EvaluationResult, out_dir: str | os.PathLike, *,
@@ -798,7 +895,9 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike, *,
     cols = ["reference floor", *result.labels]
     all_rows = {"reference floor": result.floor, **result.models}
     rows = "\n".join(
-        f"<tr><th>{html.escape(label)}</th>{''.join(_html_cell(all_rows[c][key]) for c in cols)}</tr>"
+        f"<tr><th>{html.escape(label)}</th><td>{html.escape(METRIC_INFO[key]['better'])}</td>"
+        + "".join(_html_cell(all_rows[c][key], key, None if c == "reference floor"
+                             else result.floor[key]) for c in cols) + "</tr>"
         for key, label in METRICS)
     warn_html = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
     fig_html = "\n".join(
@@ -830,9 +929,10 @@ Low-level metrics use {meta['n_voxel_showers']} showers per side (PRDC at most
 {meta['options']['max_prdc']}). Classifier preset: {html.escape(meta['classifier'])}.</p>
 {'<div class="warn"><b>Warnings</b><ul>' + warn_html + '</ul></div>' if warnings else ''}
 <h2>Metrics</h2>
-<table><tr><th>metric</th>{''.join(f'<th>{html.escape(c)}</th>' for c in cols)}</tr>
+<table><tr><th>metric</th><th>better</th>{''.join(f'<th>{html.escape(c)}</th>' for c in cols)}</tr>
 {rows}
 </table>
+<p>{'<br>'.join(html.escape(n) for n in _READING_NOTES)}</p>
 <p>n/a*: not computed (hover for the reason; also listed in the warnings).
 ± n/a†: the method's error estimate means nothing at these sample sizes.</p>
 {('<ul>' + ''.join(f'<li>{html.escape(n)}</li>' for n in _error_notes(result)) + '</ul>') if _error_notes(result) else ''}

@@ -4,10 +4,10 @@ Z is the depth (layer) axis with ordinary zero padding; A is the angular axis, w
 periodic, so the operators pad / wrap cyclically along it. Radial bins are channels.
 
 * :class:`CylindricalConv2d` is Algorithm 1 of Calo-VQ with the index ranges corrected
-  (spec A2): ``p_a = (k_a - 1) // 2`` columns are copied cyclically onto *each* side, so the
+  (docs/calovq.md, A2): ``p_a = (k_a - 1) // 2`` columns are copied cyclically onto *each* side, so the
   output keeps A columns and commutes with ``torch.roll`` along A.
 * :class:`CylindricalConvTranspose2d` is Algorithm 2 with the wrapped contributions added
-  to the opposite edge before trimming (spec A3, "wrap-add"). This makes it rotation
+  to the opposite edge before trimming (docs/calovq.md, A3, "wrap-add"). This makes it rotation
   equivariant and the exact adjoint of :class:`CylindricalConv2d` with the same weight.
   The literal printed form (trim only) is kept as ``wrap=False`` for comparison.
 
@@ -65,7 +65,7 @@ class CylindricalConv2d(nn.Module):
 
     Args:
         in_channels, out_channels: channel counts.
-        kernel_size: int or (k_z, k_a); k_a must be odd (spec A2).
+        kernel_size: int or (k_z, k_a); k_a must be odd (docs/calovq.md, A2).
         stride_z: stride along Z only (the angular stride is 1).
         padding_z: zero padding along Z; default ``(k_z - 1) // 2`` ("same" for odd k_z).
         bias: learn an additive bias.
@@ -86,7 +86,7 @@ class CylindricalConv2d(nn.Module):
         super().__init__()
         kz, ka = _pair(kernel_size)
         if ka % 2 != 1:
-            raise ValueError(f"angular kernel size must be odd (spec A2), got {ka}")
+            raise ValueError(f"angular kernel size must be odd (docs/calovq.md, A2), got {ka}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (kz, ka)
         self.stride_z = int(stride_z)
@@ -133,7 +133,7 @@ class CylindricalConvTranspose2d(nn.Module):
         output_padding_z: extra rows at the end of Z (to reach an exact Z_out).
         bias: learn an additive bias.
         wrap: True (default) adds the excess columns to the opposite edge (equivariant);
-            False trims them away as Algorithm 2 is printed (not equivariant, spec A3).
+            False trims them away as Algorithm 2 is printed (not equivariant, docs/calovq.md, A3).
 
     Shapes: (N, C_in, Z, A) -> (N, C_out, Z_out, A) with
     ``Z_out = (Z - 1) stride_z - 2 padding_z + k_z + output_padding_z``.
@@ -153,7 +153,7 @@ class CylindricalConvTranspose2d(nn.Module):
         super().__init__()
         kz, ka = _pair(kernel_size)
         if ka % 2 != 1:
-            raise ValueError(f"angular kernel size must be odd (spec A2), got {ka}")
+            raise ValueError(f"angular kernel size must be odd (docs/calovq.md, A2), got {ka}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (kz, ka)
         self.stride_z = int(stride_z)

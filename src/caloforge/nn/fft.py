@@ -1,4 +1,4 @@
-"""FFT resampling along the periodic angular axis (Calo-VQ §4.2, Fig. 4; spec A14).
+"""FFT resampling along the periodic angular axis (Calo-VQ §4.2, Fig. 4; docs/calovq.md, A14).
 
 A real FFT along the axis, keep the low-frequency bins (down-sampling) or zero-pad them
 (up-sampling), inverse FFT at the new length, and scale by n_out / n_in so that values keep

@@ -1,4 +1,4 @@
-"""Adversarial term of Calo-VQ stage 1 (Eq. 3-4, spec A12).
+"""Adversarial term of Calo-VQ stage 1 (Eq. 3-4, docs/calovq.md, A12).
 
 * Discriminator: the log-likelihood loss of Eq. 3 as binary cross-entropy on logits,
   softplus(-D(x)) + softplus(D(x_fake)).

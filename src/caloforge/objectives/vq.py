@@ -1,11 +1,11 @@
-"""Stage-1 objective of Calo-VQ (Eq. 2, spec A5, A7, A13).
+"""Stage-1 objective of Calo-VQ (Eq. 2, docs/calovq.md, A5, A7, A13).
 
     L_VQ = ||x - x_hat||^2 + ||sg[z] - e||^2 + beta ||z - sg[e]||^2
 
 x is the pre-processed input of Eq. 5, x = ln(a + b E/R)/c. The decoder ends in a softmax
 giving fractions f (used as E = f R, Eq. 6), so the reconstruction is mapped into the same
-space before the L2: x_hat = ln(a + b f)/c (spec A5). beta defaults to 1, as printed in Eq. 2
-(spec A13). The talk's physics-aware term (centres and widths per layer, spec A7) is an
+space before the L2: x_hat = ln(a + b f)/c (docs/calovq.md, A5). beta defaults to 1, as printed in Eq. 2
+(docs/calovq.md, A13). The talk's physics-aware term (centres and widths per layer, docs/calovq.md, A7) is an
 optional extra with weight 0 by default — it is not part of the paper's objective.
 
 Objectives are callables separate from networks: ``terms = objective(model, batch)`` with
@@ -36,7 +36,7 @@ def fractions_from_x(x: Tensor, a: float, b: float, c: float) -> Tensor:
 
 
 class PhysicsAwareLoss(nn.Module):
-    """Per-layer differences of shower centres and widths in eta and phi (talk only, spec A7).
+    """Per-layer differences of shower centres and widths in eta and phi (talk only, docs/calovq.md, A7).
 
     For every layer l and coordinate u in (eta, phi), with fractions f normalised within
     the layer: centre = sum u f / sum f and width = sqrt(sum u^2 f / sum f - centre^2).
@@ -86,7 +86,7 @@ class VQObjective:
 
     Fields:
         a, b, c: constants of Eq. 5 (Table 6; ds2: 1, 3000, 7).
-        beta: commitment weight (default 1, spec A13).
+        beta: commitment weight (default 1, docs/calovq.md, A13).
         physics: a :class:`PhysicsAwareLoss`, or None.
         physics_weight: its weight (0 = off, the paper's objective).
 

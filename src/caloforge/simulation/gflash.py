@@ -31,7 +31,7 @@ __all__ = [
 
 #: Mean photon conversion depth in radiation lengths (9/7 X0).
 PHOTON_CONVERSION_X0 = 9.0 / 7.0
-#: Lowest y = E/E_c accepted: below it the fluctuation widths change sign (spec 1.3).
+#: Lowest y = E/E_c accepted: below it the fluctuation widths change sign (GFlash parametrisation, docs/simulation.md, 1.3).
 MIN_Y = 10.0
 #: Highest incident energy accepted (10 TeV, in MeV). The parametrisation was fitted to
 #: showers up to a few hundred GeV and is used here up to the CaloChallenge's 4 TeV;
@@ -73,7 +73,7 @@ class GFlashParameters:
 
 
 def longitudinal_means(ln_y: np.ndarray, medium: SamplingMedium) -> dict[str, np.ndarray]:
-    """Means, widths and correlation of (ln T, ln alpha) in the sampling medium (spec 2.2).
+    """Means, widths and correlation of (ln T, ln alpha) in the sampling medium (GFlash parametrisation, docs/simulation.md, 2.2).
 
     Args:
         ln_y: ln(E / E_c,eff), shape (N,).
@@ -83,7 +83,7 @@ def longitudinal_means(ln_y: np.ndarray, medium: SamplingMedium) -> dict[str, np
         each of shape (N,).
     """
     z, fs, eh = medium.z_eff, medium.sampling_frequency, medium.e_over_mip
-    # Guards (spec 1.3): log arguments >= 0.1, widths <= 0.5.
+    # Guards (GFlash parametrisation, docs/simulation.md, 1.3): log arguments >= 0.1, widths <= 0.5.
     t_hom = np.maximum(-0.812 + ln_y, 0.1)
     a_hom = np.maximum(0.81 + (0.458 + 2.26 / z) * ln_y, 0.1)
     t_sam = np.maximum(t_hom - 0.55 / fs - 0.69 * (1.0 - eh), 0.1)
@@ -114,7 +114,7 @@ class ShapeDraws:
 
 def draw_shapes(rng: np.random.Generator, energy_mev: np.ndarray, medium: SamplingMedium,
                 params: GFlashParameters) -> ShapeDraws:
-    """Draw correlated (T, alpha) per shower (spec 1.3 and 2.2) and the spot profile (3)."""
+    """Draw correlated (T, alpha) per shower (GFlash parametrisation, docs/simulation.md, 1.3 and 2.2) and the spot profile (3)."""
     energy_mev = np.asarray(energy_mev, dtype=np.float64)
     y = energy_mev / medium.critical_energy_mev
     if np.any(y < MIN_Y):
@@ -144,7 +144,7 @@ def draw_shapes(rng: np.random.Generator, energy_mev: np.ndarray, medium: Sampli
 
 def radial_parameters(tau: np.ndarray, ln_e_gev: np.ndarray, medium: SamplingMedium,
                       params: GFlashParameters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """R_C, R_T (Moliere units) and p of the two-component radial profile (spec 1.5, 2.3).
+    """R_C, R_T (Moliere units) and p of the two-component radial profile (GFlash parametrisation, docs/simulation.md, 1.5, 2.3).
 
     Args:
         tau: shower age, any shape (clamped to <= 10 here).
@@ -227,7 +227,7 @@ def simulate_steps(rng: np.random.Generator, energy_mev: np.ndarray, medium: Sam
     n_spots = np.floor(shapes.n_spot[:, None] * np.diff(cdf_s, axis=1)).astype(np.int64)
     n_spots = np.where(e_mean > 0.0, np.maximum(n_spots, 1), 0)
 
-    # Shower age at mid-step relative to the individual centre of gravity (spec 1.5).
+    # Shower age at mid-step relative to the individual centre of gravity (GFlash parametrisation, docs/simulation.md, 1.5).
     t_mid = np.maximum(0.5 * (edges[1:] + edges[:-1])[None, :] - start[:, None], 0.0)
     t_cog = shapes.t_max * shapes.alpha / (shapes.alpha - 1.0)
     a_bar = np.maximum(shapes.alpha_mean, 1.1)

@@ -64,7 +64,7 @@ class Material:
         return self.x0_mm * E_SCALE_MEV / self.critical_energy_mev
 
 
-#: Tungsten (spec section 5: X0 = 0.3504 cm = 6.763 g/cm^2).
+#: Tungsten (GFlash parametrisation, docs/simulation.md, section 5: X0 = 0.3504 cm = 6.763 g/cm^2).
 W = Material("W", 74.0, 183.84, 19.30, 6.763, 1.145)
 #: Silicon (X0 = 9.366 cm = 21.82 g/cm^2).
 SI = Material("Si", 14.0, 28.0855, 2.33, 21.82, 1.664)
@@ -77,7 +77,7 @@ LAR = Material("LAr", 18.0, 39.948, 1.396, 19.55, 1.519)
 
 @dataclass(frozen=True)
 class SamplingMedium:
-    """Homogenised passive + active medium of a sampling calorimeter (spec section 2.1).
+    """Homogenised passive + active medium of a sampling calorimeter (GFlash parametrisation, docs/simulation.md, section 2.1).
 
     Args:
         passive: absorber material (1), thickness ``d_passive_mm``.

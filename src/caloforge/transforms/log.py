@@ -16,7 +16,7 @@ __all__ = ["LogTransform"]
 class LogTransform(Transform):
     """``x = ln(a + b f) / c``; inverse ``f = (exp(c x) - a) / b``. Stateless.
 
-    With a = 1 an empty voxel (f = 0) maps to x = 0 (spec A15). Paper values: ds1
+    With a = 1 an empty voxel (f = 0) maps to x = 0 (docs/calovq.md, A15). Paper values: ds1
     (1, 8000, 10), ds2 (1, 3000, 7), ds3 (1, 40000, 10).
     """
 

@@ -17,7 +17,7 @@ class Logit(Transform):
     """``x_a = alpha + (1 - 2 alpha) x``, ``y = ln(x_a / (1 - x_a))`` for x in [0, 1].
 
     Inverse ``x = (sigmoid(y) - alpha) / (1 - 2 alpha)``, clipped to [0, 1] when ``clip``
-    (spec CaloDREAM A4: negatives go to 0). Stateless.
+    (docs/calodream.md, A4: negatives go to 0). Stateless.
     """
 
     def __init__(self, alpha: float = 1e-6, clip: bool = True) -> None:

@@ -6,7 +6,7 @@
   each non-empty layer.
 
 An empty layer (R_l = 0) gives fractions 0 there, and the inverse ``fractions * R`` gives
-zeros again (spec A15); no NaN is produced, not even in gradients.
+zeros again (docs/calovq.md, A15); no NaN is produced, not even in gradients.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Digit tokenisation of continuous values (Calo-VQ §5.1, spec A4).
+"""Digit tokenisation of continuous values (Calo-VQ §5.1, docs/calovq.md, A4).
 
 A value is mapped into a range fitted on the training set, quantised uniformly into
 ``base ** n_digits`` levels (default 1024**2 = 2**20, "20 bit") and written as
@@ -8,7 +8,7 @@ one R per layer) give their digit groups in feature order:
 
 ``mapping="linear"`` quantises the value itself (the paper-compatible reading);
 ``mapping="log"`` quantises ln(v + eps), which keeps the relative error small for tiny
-layer fractions (a recorded deviation, spec A4). Values outside the fitted range are
+layer fractions (a recorded deviation, docs/calovq.md, A4). Values outside the fitted range are
 clipped to it.
 """
 

@@ -1,6 +1,6 @@
 """Discriminators for the adversarial term of stage 1 (Calo-VQ Eq. 3-4, "VQGAN").
 
-The paper does not give the architecture (spec §1.7). Our choice, documented in
+The paper does not give the architecture (docs/calovq.md §1.7). Our choice, documented in
 docs/calovq_networks.md:
 
 * :class:`CylindricalDiscriminator` — a conditional *patch* discriminator on the x-space
@@ -14,7 +14,7 @@ docs/calovq_networks.md:
 
 Both see the x-space input of Eq. 5 (real: the pre-processed shower; fake: ln(a + b f)/c
 of the decoder's fractions) because that is the space of Eq. 2's reconstruction loss. Their
-parameters are not counted in "stage 1 #pars" (spec A19).
+parameters are not counted in "stage 1 #pars" (docs/calovq.md, A19).
 """
 
 from __future__ import annotations

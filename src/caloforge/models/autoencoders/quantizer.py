@@ -11,9 +11,8 @@ Euclidean distance). The gradient is passed straight through from ``quantized`` 
 ([P] §4). ``losses`` carries the two codebook terms of Eq. 2 unweighted (the objective
 applies beta) and batch statistics (perplexity, fraction of codes used).
 
-Codebook health (the paper states no initialisation, update rule or dead-code handling,
-spec §1.5; docs/calovq.md "Codebook health"). Each is a switch; all off reproduces the
-plain VQ-VAE:
+Codebook health (the paper states no initialisation, update rule or dead-code handling;
+docs/calovq.md, "Codebook health"). Each is a switch; all off reproduces the plain VQ-VAE:
 
 * ``update="ema"``: codes are exponential moving averages of the encoder outputs
   assigned to them (k-means in the limit), with Laplace smoothing of the counts. The

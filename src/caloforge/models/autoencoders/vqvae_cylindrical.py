@@ -1,7 +1,7 @@
 """VQ-VAE for regular cylindrical geometries (CaloChallenge ds2 and ds3), Calo-VQ §4.2.
 
 Input is the calo-image (N, C, Z, A): C = radial bins (channels), Z = 45 layers,
-A = angular bins; ds2 is (9, 45, 16) and ds3 is (18, 45, 50) (spec A1). The values are the
+A = angular bins; ds2 is (9, 45, 16) and ds3 is (18, 45, 50) (docs/calovq.md, A1). The values are the
 pre-processed x of Eq. 5. Every layer acting on (Z, A) is a cylindrical convolution.
 
 Encoder: conv_in -> per level [residual blocks, resample to the level's (Z, A)] ->
@@ -10,7 +10,7 @@ Decoder: the mirror image, ending in a cylindrical convolution to C channels (th
 layer, whose weight the adaptive GAN weight uses) and a softmax over the whole shower
 (``normalisation="global"``) or over each layer (``"layer"``), giving energy fractions f.
 
-Resampling is parameter-free: along the periodic angle by FFT (spec A14), along Z (not
+Resampling is parameter-free: along the periodic angle by FFT (docs/calovq.md, A14), along Z (not
 periodic) by linear interpolation with aligned end points — the paper gives no Z method.
 The condition (scaled incident energy, optionally a class id) is embedded once and applied
 by FiLM in every residual block of encoder and decoder.
@@ -78,7 +78,7 @@ class VQVAEConfig:
         vq_dim: code dimension D (Table 6 "VQ dim").
         n_codes: codebook size K (1024).
         cond_in_dim: continuous condition features (1: scaled E_inc).
-        cond_dim: width of the condition embedding (Table 6 "cond. dim", spec A10).
+        cond_dim: width of the condition embedding (Table 6 "cond. dim", docs/calovq.md, A10).
         cond_hidden_dim: hidden width of the condition MLP (ours).
         n_classes: class ids (particle type); 0 = none.
         normalisation: "global" (softmax over the shower) or "layer" (within each layer).
@@ -396,7 +396,7 @@ class CylindricalVQVAE(VQVAEBase):
     def decode_indices(
         self, indices: Tensor, cond: Tensor, class_id: Tensor | None = None
     ) -> Tensor:
-        """Codes (N, L) in raster order (Z' outer, A' inner; spec A17) or (N, Z', A')
+        """Codes (N, L) in raster order (Z' outer, A' inner; docs/calovq.md, A17) or (N, Z', A')
         -> fractions f (N, C, Z, A)."""
         if indices.dim() == 2:
             indices = indices.view(indices.shape[0], *self.config.latent_shape)

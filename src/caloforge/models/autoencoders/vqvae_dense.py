@@ -46,7 +46,7 @@ class DenseVQVAEConfig:
         n_shower_codes: latent sequence length L (Table 6: 32 for ds1).
         vq_dim, n_codes: code dimension (256) and codebook size (1024).
         cond_in_dim, cond_dim, cond_hidden_dim, n_classes: condition embedding (Table 6
-            "cond. dim" is 3 for ds1, spec A10).
+            "cond. dim" is 3 for ds1, docs/calovq.md, A10).
         normalisation: "layer" (ds1 presets, Table 6) or "global".
         revive_dead_codes, dead_code_threshold, dead_code_decay, codebook_init, codebook_update,
             codebook_decay, l2_normalize_codes: codebook health, as in

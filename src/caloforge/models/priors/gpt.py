@@ -1,7 +1,7 @@
 """GPT token prior of Calo-VQ stage 2 ([P] §5, Eq. 7, Table 6).
 
 A causal transformer over one shared vocabulary (1024 tokens: R digits and shower codes
-use the same ids, spec §1.8) and the sequence ``[R tokens][shower codes]`` with no
+use the same ids, docs/calovq.md §1.8) and the sequence ``[R tokens][shower codes]`` with no
 separator. The condition (scaled incident energy, optionally a class id such as the
 particle type) is embedded into a learned *start* vector that takes position 0, so that
 

@@ -4,7 +4,7 @@
 layer" (CaloLatent §2): x is the 144-d latent z, the condition is (scaled E_inc, the 45
 preprocessed u) and the network predicts the VP-SDE noise.
 
-Mixed score (spec 2.4, docs/calolatent.md): the prediction blends the noise of a standard
+Mixed score (docs/calolatent.md): the prediction blends the noise of a standard
 normal latent with the network's,
 
     eps_hat = (1 - sigmoid(m)) * sigma(t) x_t + sigmoid(m) * NN(x_t, t, cond),

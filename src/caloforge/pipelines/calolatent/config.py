@@ -58,7 +58,7 @@ class CaloLatentConfig:
     #: regularisation of the logit of min-max scaled features
     logit_alpha: float = 1e-6
     #: incident-energy condition (ln E - ln e_min) / (ln e_max - ln e_min); the
-    #: reference's 1 and 100 GeV, so ds2 (up to 1 TeV) gives c in [0, 1.5] (spec A15)
+    #: reference's 1 and 100 GeV, so ds2 (up to 1 TeV) gives c in [0, 1.5] (docs/calolatent.md)
     e_min_mev: float = 1e3
     e_max_mev: float = 1e5
     #: the VP-SDE of both score models
@@ -84,7 +84,7 @@ class CaloLatentConfig:
     #: time exponent of probability-flow samplers (1: uniform steps in t)
     ode_rho: float = 1.0
     #: voxels below this (MeV) are set to 0 after generation (the ds2 readout threshold,
-    #: 15.15 keV; spec A17)
+    #: 15.15 keV; docs/calolatent.md)
     output_threshold_mev: float = 0.01515
     #: every gradient tensor is clipped to this norm (reference: 1); 0 = off
     clip_per_tensor: float = 1.0

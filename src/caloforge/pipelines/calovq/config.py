@@ -24,7 +24,7 @@ __all__ = ["CaloVQConfig", "CaloVQTraining", "GANConfig"]
 
 @dataclass
 class GANConfig:
-    """Adversarial term of stage 1 (Eq. 3-4; spec A12)."""
+    """Adversarial term of stage 1 (Eq. 3-4; docs/calovq.md, A12)."""
 
     enabled: bool = True
     #: factor on the adaptive weight lambda (1 = plain Eq. 4)
@@ -64,9 +64,9 @@ class CaloVQConfig:
     log_a: float = 1.0
     log_b: float = 3000.0
     log_c: float = 7.0
-    #: commitment weight beta of Eq. 2 (spec A13)
+    #: commitment weight beta of Eq. 2 (docs/calovq.md, A13)
     beta: float = 1.0
-    #: tokenisation of R/E_inc: "linear" 2^20 levels (spec A4); "log" for layer-wise
+    #: tokenisation of R/E_inc: "linear" 2^20 levels (docs/calovq.md, A4); "log" for layer-wise
     #: presets, where linear levels collapse small layer fractions (recorded deviation)
     r_token_mapping: Literal["linear", "log"] = "linear"
     #: what the R tokens hold under layer-wise normalisation: "direct", R_l / E_inc per
@@ -90,7 +90,7 @@ class CaloVQConfig:
     temperature: float = 1.0
     top_k: int | None = None
     #: voxels below this (MeV) are set to 0 after generation; 0 = none, as in the paper
-    #: (spec A15); the evaluation applies the dataset's readout threshold anyway
+    #: (docs/calovq.md, A15); the evaluation applies the dataset's readout threshold anyway
     output_threshold_mev: float = 0.0
     #: fit a cut on decoded fractions after stage 1 so that generated showers are as
     #: sparse as the training data (ours, off in the paper presets; docs/calovq.md)

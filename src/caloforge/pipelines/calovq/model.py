@@ -1,7 +1,7 @@
 """Calo-VQ as a :class:`~caloforge.pipelines.ShowerGenerator` (docs/calovq.md).
 
 Sampling (§1.10): E_inc -> GPT samples [R tokens][shower codes] -> R = digits -> ratio
-R/E_inc (spec A4) times E_inc -> codebook look-up and decoder (conditioned on E_inc) ->
+R/E_inc (docs/calovq.md, A4) times E_inc -> codebook look-up and decoder (conditioned on E_inc) ->
 softmax fractions f -> showers E = f * R (Eq. 6), on the geometry's flat voxel order.
 """
 
@@ -115,7 +115,7 @@ class CaloVQTransforms:
         return self.energy(energies).reshape(-1, 1).to(torch.float32)
 
     def r_ratio(self, showers: Tensor, energies: Tensor) -> Tensor:
-        """The values tokenised (spec A4): R / E_inc per shower, (N, n_r); or, with
+        """The values tokenised (docs/calovq.md, A4): R / E_inc per shower, (N, n_r); or, with
         ``total_and_shares``, [E_tot / E_inc, R_l / E_tot for every layer], (N, 1 + n_r)."""
         r = self.normalisation(showers)[1]
         if not self.total_and_shares:

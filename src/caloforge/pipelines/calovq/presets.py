@@ -20,9 +20,9 @@ from .config import CaloVQConfig, CaloVQTraining, GANConfig
 __all__ = ["CALOVQ_PRESETS"]
 
 #: Codebook health for every preset (ours: the paper states no initialisation, update rule
-#: or dead-code handling, spec §1.5): k-means start from the first batches' encoder
-#: outputs, EMA code updates, and revival of codes chosen less than once in four batches
-#: on average (over about 20 batches: an unused code is revived after about 27 steps).
+#: or dead-code handling): k-means start from the first batches' encoder outputs, EMA
+#: code updates, and revival of codes chosen less than once in four batches on average
+#: (over about 20 batches: an unused code is revived after about 27 steps).
 #: The plain quantiser collapsed at paper size (0.75 % of 1024 codes in use after 5000
 #: steps); docs/calovq.md "Codebook health" has the measurements.
 _HEALTHY_CODEBOOK = dict(codebook_init="data", codebook_update="ema", codebook_decay=0.99,
@@ -31,7 +31,7 @@ _HEALTHY_CODEBOOK = dict(codebook_init="data", codebook_update="ema", codebook_d
 
 
 def _trainer(steps: int, batch: int, lr: float, **kw) -> TrainerConfig:
-    # ours: the paper states no optimiser settings (spec §1.9)
+    # ours: the paper states no optimiser settings (docs/calovq.md §1.9)
     base = dict(max_steps=steps, batch_size=batch, lr=lr, warmup_steps=min(500, steps // 10),
                 min_lr=lr * 0.05, weight_decay=0.0, grad_clip=1.0, ema_decay=0.999,
                 log_every=50, val_every=max(steps // 10, 1), val_batches=10,
@@ -60,7 +60,7 @@ def _ds2(tiny: bool) -> CaloVQConfig:
     return CaloVQConfig(
         geometry="ds2", normalisation="layer", r_token_mapping="log", vqvae=vq,
         r_representation="total_and_shares",
-        # ours (spec A15 allows it as an explicit option): zero voxels below the ds2
+        # ours (docs/calovq.md, A15 allows it as an explicit option): zero voxels below the ds2
         # readout threshold, and calibrate the occupancy (docs/calovq.md), so that
         # generated files are as sparse as the data
         output_threshold_mev=DS23_THRESHOLD_MEV, occupancy_calibration=True,
@@ -79,7 +79,7 @@ def _ds3(tiny: bool, layerwise: bool) -> CaloVQConfig:
     n_r_tokens = 90 if layerwise else 2
     if not tiny:
         # ours: widths and latent grid chosen to land near Table 7 (2.12 M / 2.22 M);
-        # ds3-layer keeps Table 6's 624 shower codes (L = 714, spec A8)
+        # ds3-layer keeps Table 6's 624 shower codes (L = 714, docs/calovq.md, A8)
         if layerwise:
             vq = VQVAEConfig(in_channels=18, n_alpha=50, channels=(64, 112),
                              resolutions=((24, 26), (24, 26)), vq_dim=192,
@@ -120,7 +120,7 @@ def _ds1(particle: str, tiny: bool) -> CaloVQConfig:
     sizes = tuple(int(g.layer_sizes[i]) for i in g.active_layers)
     n_r = len(sizes)
     if not tiny:
-        # Table 6: hidden layers 5 (per side, spec A9), 32 shower codes, cond. dim 3
+        # Table 6: hidden layers 5 (per side, docs/calovq.md, A9), 32 shower codes, cond. dim 3
         dense = DenseVQVAEConfig(layer_sizes=sizes, normalisation="layer", **_HEALTHY_CODEBOOK)
         gpt = GPTConfig(seq_len=2 * n_r + dense.n_shower_codes)
         s1, s2 = _trainer(100_000, 128, 2e-4), _trainer(50_000, 256, 5e-4)
