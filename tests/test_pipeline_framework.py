@@ -282,3 +282,12 @@ def test_stored_config_is_strict(data_file, tmp_path):
 def test_shipped_model_of_an_older_layout_is_migrated():
     model = load_generator("calovq-ds2-tiny")
     assert model.config.training.vqvae.max_steps > 0
+
+
+def test_generation_does_not_import_the_training_loop():
+    code = ("import sys, torch; from caloforge.pipelines import load_generator, generate_to_file; "
+            "m = load_generator('calodream-ds2-tiny'); m.sample(torch.tensor([1e4])); "
+            "print('caloforge.training.trainer' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "False"

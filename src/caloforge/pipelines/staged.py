@@ -28,7 +28,7 @@ from ..checkpoints import MANIFEST_NAME, data_fingerprint, has_trainer_state, lo
 from ..errors import CheckpointError, ConfigError
 from ..geometry import CylindricalGeometry, get_geometry
 from ..io import ShowerFile
-from ..training import Trainer, TrainingStage, seed_everything
+from ..training.stage import TrainingStage
 from .registry import PipelineSpec, config_to_manifest, pipeline_for_config
 
 __all__ = ["StageBuild", "StageContext", "split_indices", "train_pipeline"]
@@ -149,6 +149,9 @@ def train_pipeline(config: Any, data_path: str | os.PathLike, out_dir: str | os.
     Returns:
         The trained generator when every stage exists in ``out_dir``, else None.
     """
+    # imported here: generation imports this module's types but never the training loop
+    from ..training.trainer import Trainer, seed_everything
+
     spec = pipeline_for_config(config)
     active = spec.active_stages(config)
     stages = tuple(stages) if stages else active

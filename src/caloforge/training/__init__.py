@@ -21,7 +21,18 @@ from .distributed import DistInfo, init_distributed, resolve_device
 from .ema import EMA
 from .schedule import SCHEDULES, cosine_lr, learning_rate
 from .stage import TrainingStage
-from .trainer import Trainer, seed_everything
+
+# The Trainer (and its optimisation loop) is imported on first use, so that loading a
+# model for generation, which reads TrainerConfig in its stored config, never imports it.
+_LAZY = {"Trainer": "trainer", "seed_everything": "trainer"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "EMA",

@@ -16,9 +16,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from ..checkpoints import load_trainer_state, save_checkpoint, save_trainer_state
 from ..configs import config_to_dict
 from ..errors import CheckpointError, ConfigError
-from ..checkpoints import load_trainer_state, save_checkpoint, save_trainer_state
 from .config import TrainerConfig
 from .data import ShardedBatchSampler, collate_batch
 from .distributed import (
