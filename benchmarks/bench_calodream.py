@@ -112,7 +112,7 @@ def time_model(model: CaloDREAM, kind: str, device: torch.device, batches: list[
             u = model.sample_energies(e, generator=gen)
             cond = model.shape_condition(e, u)
 
-            def energy() -> Any:
+            def energy(e: torch.Tensor = e) -> Any:
                 return model.sample_energies(e, generator=gen)
 
             rows.append(dict(model=kind, device=device.type, batch=b, network="energy",
@@ -122,7 +122,7 @@ def time_model(model: CaloDREAM, kind: str, device: torch.device, batches: list[
             for name in SHAPE_SOLVERS:
                 model.set_solver(name)
 
-                def shape() -> Any:
+                def shape(cond: torch.Tensor = cond) -> Any:
                     return model.sample_shapes(cond, generator=gen)
 
                 rows.append(dict(model=kind, device=device.type, batch=b, network="shape",
@@ -131,7 +131,7 @@ def time_model(model: CaloDREAM, kind: str, device: torch.device, batches: list[
             for name in ("bns-8", "rk4-20"):
                 model.set_solver(name)
 
-                def total() -> Any:
+                def total(e: torch.Tensor = e, b: int = b) -> Any:
                     return model.sample(e, batch_size=b, generator=gen)
 
                 rows.append(dict(model=kind, device=device.type, batch=b, network="total",

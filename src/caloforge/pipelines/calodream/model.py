@@ -15,13 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...checkpoints import load_checkpoint, save_checkpoint
-from ...errors import CheckpointError, ConfigError
-from ...geometry import CylindricalGeometry, get_geometry
+from ...errors import ConfigError
+from ...geometry import CylindricalGeometry
 from ...models import ConvVAE3d, TransfusionEnergyNet, ViTVelocityField
 from ...sampling import BNSSolver, parse_solver
 from ..base import check_finite, validate_energies
-from ..registry import config_from_manifest, config_to_manifest
+from ..persist import open_model_checkpoint, save_model_checkpoint
 from .config import CaloDREAMConfig
 from .transforms import CaloDREAMTransforms
 
@@ -176,26 +175,17 @@ class CaloDREAM:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a checkpoint directory holding every stage (no optimiser state)."""
-        meta = dict(config=config_to_manifest(self.config), transforms=self.transforms.state(),
-                    geometry=self.geometry.to_dict())
-        for stage, mods in self.modules().items():
-            save_checkpoint(path, stage, mods, **meta)
+        save_model_checkpoint(path, self.config, self.modules(), self.transforms.state(),
+                              self.geometry)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
              verify: bool = True) -> CaloDREAM:
-        ckpt = load_checkpoint(path, verify=verify)
-        _, config = config_from_manifest(ckpt.config, str(path), expect="calodream")
-        geometry = ckpt.geometry
-        if geometry is None or not geometry.same_binning(get_geometry(config.geometry)):
-            raise CheckpointError(f"checkpoint {path}: stored geometry does not match the "
-                                  f"configuration's {config.geometry!r}")
+        ckpt, config, geometry = open_model_checkpoint(
+            path, "calodream", verify=verify,
+            required=lambda c: ("energy", "shape") + (("vae",) if c.vae is not None else ()))
         models = build_calodream_models(config)
         for stage, module in models.items():
-            if stage not in ckpt.stages:
-                raise CheckpointError(
-                    f"checkpoint {path} has no trained {stage!r} stage (it has "
-                    f"{ckpt.stages or 'none'}); train it with `caloforge train ... --stage {stage}`")
             ckpt.load_modules(stage, {stage: module})
         bespoke = {}
         if "bns" in ckpt.stages:

@@ -17,9 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...checkpoints import load_checkpoint, save_checkpoint
 from ...errors import CheckpointError, ConfigError
-from ...geometry import CylindricalGeometry, get_geometry
+from ...geometry import CylindricalGeometry
 from ...models import build_model
 from ...sampling import SDESampler, parse_sde_sampler
 from ...transforms import (
@@ -31,7 +30,7 @@ from ...transforms import (
     transform_from_state,
 )
 from ..base import check_finite, validate_energies
-from ..registry import config_from_manifest, config_to_manifest
+from ..persist import open_model_checkpoint, save_model_checkpoint
 from .config import CaloLatentConfig
 
 __all__ = ["CaloLatent", "CaloLatentTransforms", "build_calolatent_models"]
@@ -359,31 +358,17 @@ class CaloLatent:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a checkpoint directory holding every stage (no optimiser state)."""
-        meta = dict(config=config_to_manifest(self.config),
-                    transforms=self.transforms.state(), geometry=self.geometry.to_dict())
-        for stage, mods in self._stage_modules().items():
-            save_checkpoint(path, stage, mods, **meta)
+        save_model_checkpoint(path, self.config, self._stage_modules(),
+                              self.transforms.state(), self.geometry)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
              verify: bool = True) -> CaloLatent:
-        ckpt = load_checkpoint(path, verify=verify)
-        _, config = config_from_manifest(ckpt.config, str(path), expect="calolatent")
-        geometry = ckpt.geometry
-        if geometry is None:
-            raise CheckpointError(f"checkpoint {path} records no geometry")
-        if not geometry.same_binning(get_geometry(config.geometry)):
-            raise CheckpointError(
-                f"checkpoint {path}: stored geometry {geometry.name!r} differs from the "
-                f"configuration's {config.geometry!r}")
+        ckpt, config, geometry = open_model_checkpoint(
+            path, "calolatent", verify=verify,
+            required=lambda c: ("layer", "vae") + (("latent",) if c.latent_prior == "diffusion"
+                                                   else ()))
         layer, vae, latent = build_calolatent_models(config)
-        need = ("layer", "vae") + (("latent",) if latent is not None else ())
-        for stage in need:
-            if stage not in ckpt.stages:
-                raise CheckpointError(
-                    f"checkpoint {path} has no trained {stage!r} stage (it has "
-                    f"{ckpt.stages or 'none'}); train it with `caloforge train ... "
-                    f"--stage {stage}`")
         ckpt.load_modules("layer", {"layer_model": layer})
         ckpt.load_modules("vae", {"vae": vae})
         if latent is not None:

@@ -14,9 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...checkpoints import load_checkpoint, save_checkpoint
 from ...errors import CheckpointError, ConfigError
-from ...geometry import CylindricalGeometry, get_geometry
+from ...geometry import CylindricalGeometry
 from ...models import build_model
 from ...models.autoencoders import calo_image_to_flat, flat_to_calo_image
 from ...sampling import sample_tokens
@@ -29,7 +28,7 @@ from ...transforms import (
     transform_from_state,
 )
 from ..base import check_finite, validate_energies
-from ..registry import config_from_manifest, config_to_manifest
+from ..persist import open_model_checkpoint, save_model_checkpoint
 from .config import CaloVQConfig
 
 __all__ = ["CaloVQ", "CaloVQTransforms", "build_calovq_models"]
@@ -267,30 +266,15 @@ class CaloVQ:
     # ------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Write a checkpoint directory holding both stages (no optimiser state)."""
-        meta = dict(config=config_to_manifest(self.config),
-                    transforms=self.transforms.state(), geometry=self.geometry.to_dict())
-        save_checkpoint(path, "vqvae", {"vqvae": self.vqvae}, **meta)
-        save_checkpoint(path, "gpt", {"gpt": self.gpt}, **meta)
+        save_model_checkpoint(path, self.config, {"vqvae": {"vqvae": self.vqvae},
+                                                  "gpt": {"gpt": self.gpt}},
+                              self.transforms.state(), self.geometry)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
              verify: bool = True) -> CaloVQ:
-        ckpt = load_checkpoint(path, verify=verify)
-        _, config = config_from_manifest(ckpt.config, str(path), expect="calovq")
-        geometry = ckpt.geometry
-        if geometry is None:
-            raise CheckpointError(f"checkpoint {path} records no geometry")
-        if not geometry.same_binning(get_geometry(config.geometry)):
-            raise CheckpointError(
-                f"checkpoint {path}: stored geometry {geometry.name!r} differs from the "
-                f"configuration's {config.geometry!r}"
-            )
-        for stage in ("vqvae", "gpt"):
-            if stage not in ckpt.stages:
-                raise CheckpointError(
-                    f"checkpoint {path} has no trained {stage!r} stage (it has "
-                    f"{ckpt.stages or 'none'}); train it with `caloforge train ... --stage {stage}`"
-                )
+        ckpt, config, geometry = open_model_checkpoint(path, "calovq", verify=verify,
+                                                       required=("vqvae", "gpt"))
         vqvae, gpt = build_calovq_models(config)
         ckpt.load_modules("vqvae", {"vqvae": vqvae})
         ckpt.load_modules("gpt", {"gpt": gpt})
