@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import ProbabilityPath, broadcast_time
+from .base import AffinePath, broadcast_time
 
 __all__ = ["LinearFlowPath"]
 
 
 @dataclass(frozen=True)
-class LinearFlowPath(ProbabilityPath):
+class LinearFlowPath(AffinePath):
     """x_t = (1 - t) eps + t x1; the network predicts the velocity x1 - eps.
 
     Every method takes x of shape (N, ...) and t as a scalar, (N,), a leading part of x's
@@ -43,25 +43,21 @@ class LinearFlowPath(ProbabilityPath):
     t_noise = 0.0
     t_data = 1.0
 
-    def sample(self, x1: Tensor, t: float | Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns ``(x_t, x1 - noise)``, both (N, ...)."""
-        if noise.shape != x1.shape:
-            raise ValueError(f"noise {tuple(noise.shape)} and data {tuple(x1.shape)} differ")
-        tb = broadcast_time(t, x1)
-        return (1.0 - tb) * noise + tb * x1, x1 - noise
+    # the schedule of the affine path: x_t = alpha x1 + sigma eps; sampling, the time
+    # draw and the generic to_* dispatch come from AffinePath
+    def alpha(self, t: Tensor) -> Tensor:
+        return t
 
-    def sample_time(
-        self,
-        shape: tuple[int, ...],
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """t ~ U(0, 1) of the given shape (Eq. 8)."""
-        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    def sigma(self, t: Tensor) -> Tensor:
+        return 1.0 - t
 
-    # --- the four conversions between the three predictions ---------------------------
+    def d_alpha(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def d_sigma(self, t: Tensor) -> Tensor:
+        return -torch.ones_like(t)
+
+    # --- the four conversions, in the simpler exact forms of this path -----------------
 
     def velocity_to_data(self, x_t: Tensor, v: Tensor, t: float | Tensor) -> Tensor:
         """x1 = x_t + (1 - t) v; exact at every t."""
@@ -78,14 +74,3 @@ class LinearFlowPath(ProbabilityPath):
     def noise_to_velocity(self, x_t: Tensor, eps: Tensor, t: float | Tensor) -> Tensor:
         """v = (x_t - eps) / t; singular at t = 0 (see the module docstring)."""
         return (x_t - eps) / broadcast_time(t, x_t)
-
-    # --- the generic interface: the network's prediction is the velocity --------------
-
-    def to_velocity(self, x_t: Tensor, pred: Tensor, t: float | Tensor) -> Tensor:
-        return pred
-
-    def to_data(self, x_t: Tensor, pred: Tensor, t: float | Tensor) -> Tensor:
-        return self.velocity_to_data(x_t, pred, t)
-
-    def to_noise(self, x_t: Tensor, pred: Tensor, t: float | Tensor) -> Tensor:
-        return self.velocity_to_noise(x_t, pred, t)
