@@ -181,3 +181,16 @@ def test_no_pickle_in_sources():
     for sub in ("training", "transforms", "configs"):
         for f in (root / sub).rglob("*.py"):
             assert not pattern.search(f.read_text()), f
+
+
+def test_a_planar_geometry_is_stored_with_its_type(tmp_path):
+    # a planar geometry is a dataclass too: its stored form must keep the "type" tag, or
+    # the checkpoint could not be reopened for the same geometry
+    import torch
+
+    from caloforge.checkpoints import load_checkpoint, save_checkpoint
+    from caloforge.geometry import PlanarGeometry, ild_ecal
+
+    save_checkpoint(tmp_path / "c", "s", {"m": torch.nn.Linear(2, 2)}, geometry=ild_ecal())
+    ckpt = load_checkpoint(tmp_path / "c", expect_geometry=ild_ecal())
+    assert isinstance(ckpt.geometry, PlanarGeometry) and ckpt.geometry == ild_ecal()

@@ -128,3 +128,17 @@ def test_ild_ecal():
     ix, iy, inside = g.cell_of(np.array([0.1, -74.9, 80.0]), np.array([0.1, 74.9, 0.0]))
     assert ix.tolist()[:2] == [15, 0] and iy.tolist()[:2] == [15, 29]
     assert inside.tolist() == [True, True, False]
+
+
+def test_named_geometry_covers_the_point_cloud_ecal():
+    from caloforge.geometry import GeometryError, PlanarGeometry, named_geometry
+
+    g = named_geometry("ild-ecal")
+    assert isinstance(g, PlanarGeometry) and (g.n_cells_x, g.n_layers) == (30, 30)
+    wide = named_geometry("ild-ecal:80")
+    assert wide.n_cells_x == 80 and not g.same_binning(wide)
+    assert g.same_binning(named_geometry("ILD_ECAL")) and not g.same_binning(named_geometry("ds2"))
+    assert named_geometry("ds2").n_voxels == 6480
+    for bad in ("ild-ecal:x", "ild-ecal:0", "ds9"):
+        with pytest.raises(GeometryError):
+            named_geometry(bad)

@@ -95,6 +95,8 @@ TINY = {
         time_hidden=8,
     ),
     # padded (8, 4, 4) -> latent grid (2, 1, 1); the mirror decoder covers every block kind
+    "pointwise_net": dict(widths=(8, 16), time_dim=8, fourier_frequencies=4),
+    "shower_flow": dict(features=5, blocks=1, couplings=1, hidden=8, spline_hidden=8),
     "vae_resnet3d": dict(
         data_shape=(6, 4, 3),
         padding=((1, 1), (0, 0), (0, 1)),
@@ -127,6 +129,10 @@ def make_inputs(name: str, n: int = 3):
         return (torch.randn(n, 6), torch.rand(n), torch.rand(n, 3))
     if name == "vae_resnet3d":
         return (torch.randn(n, 1, 6, 4, 3), torch.rand(n, 3))
+    if name == "pointwise_net":  # points (N, P, 4), c_noise (N,), (E', N')
+        return (torch.randn(n, 7, 4), torch.randn(n), torch.rand(n, 2))
+    if name == "shower_flow":  # x (N, features), E_inc / 100 GeV: log_prob
+        return (torch.randn(n, 5), cond)
     if name == "transfusion":  # u_t, one t per layer, 2 condition values, u_data
         return (torch.randn(n, 5), torch.rand(n, 5), torch.rand(n, 2), torch.rand(n, 5))
     return (torch.randint(0, 16, (n, 6)), cond)
@@ -187,6 +193,10 @@ def test_model_properties(name):
         assert out.shape == (n, 5)
     elif name in ("layer_diffusion", "latent_score_mlp"):
         assert out.shape == inputs[0].shape
+    elif name == "pointwise_net":
+        assert out.shape == inputs[0].shape
+    elif name == "shower_flow":
+        assert out.shape == (n,)
     elif name == "vae_resnet3d":
         assert out[0].shape == inputs[0].shape and out[1].shape == out[2].shape == (n, 2)
     else:

@@ -23,6 +23,7 @@ from caloforge.checkpoints import load_checkpoint
 from caloforge.configs import get_preset, override_config
 from caloforge.errors import CheckpointError, ConfigError, GenerationError
 from caloforge.geometry import get_geometry
+from caloforge.io import read_point_clouds
 from caloforge.pipelines import (
     generate_to_file,
     get_pipeline,
@@ -32,7 +33,7 @@ from caloforge.pipelines import (
     registered_pipelines,
     train_pipeline,
 )
-from caloforge.simulation import simulate_to_file
+from caloforge.simulation import point_clouds_to_file, simulate_to_file
 
 DS2 = get_geometry("ds2")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,11 +61,18 @@ def _calolatent_micro(steps: int = 6) -> list[str]:
     return micro_overrides(steps)
 
 
+def _caloclouds_micro(steps: int = 6) -> list[str]:
+    from caloforge.pipelines.caloclouds import micro_overrides
+
+    return micro_overrides(steps)
+
+
 #: pipeline -> (tiny preset, overrides that make it train in seconds)
 MICRO = {
     "calovq": ("calovq-ds2-tiny", _calovq_micro),
     "calodream": ("calodream-ds2-tiny", _calodream_micro),
     "calolatent": ("calolatent-ds2-tiny", _calolatent_micro),
+    "caloclouds": ("caloclouds2-ild-tiny", _caloclouds_micro),
 }
 
 
@@ -78,6 +86,20 @@ def data_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "ds2.h5"
     simulate_to_file(path, DS2, 120, seed=11, progress=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def point_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "points.h5"
+    point_clouds_to_file(path, 120, seed=11, progress=False)
+    return path
+
+
+@pytest.fixture
+def data_of(data_file, point_file):
+    """The training file a pipeline reads: voxels (ds2) or point clouds (ILD-like ECAL)."""
+    return lambda pipeline: point_file if get_pipeline(pipeline).data_kind == "points" \
+        else data_file
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
@@ -114,10 +136,22 @@ def test_unknown_pipeline_and_preset_suggest():
 
 
 @pytest.mark.parametrize("pipeline", sorted(MICRO))
-def test_pipeline_trains_saves_loads_generates(pipeline, data_file, tmp_path):
+def test_pipeline_trains_saves_loads_generates(pipeline, data_of, tmp_path):
     out = tmp_path / "m"
-    model = train_pipeline(micro_config(pipeline), data_file, out, progress=False)
+    model = train_pipeline(micro_config(pipeline), data_of(pipeline), out, progress=False)
     assert model is not None
+    if get_pipeline(pipeline).data_kind == "points":
+        e = torch.tensor([1.5e4, 4e4, 8e4])
+        a = model.sample(e, generator=torch.Generator().manual_seed(3))
+        assert len(a) == 3 and np.isfinite(a.points).all() and (a.points[:, 3] >= 0).all()
+        np.testing.assert_array_equal(a.incident_energies, e.numpy())
+        model.save(tmp_path / "copy")
+        b = load_generator(tmp_path / "copy").sample(e, generator=torch.Generator().manual_seed(3))
+        np.testing.assert_array_equal(a.n_points, b.n_points)
+        np.testing.assert_allclose(a.points, b.points, rtol=1e-5, atol=1e-5)
+        generate_to_file(model, np.array([2e4, 5e4]), tmp_path / "g.h5", progress=False)
+        assert len(read_point_clouds(tmp_path / "g.h5")) == 2
+        return
     e = torch.tensor([2e3, 4e4, 6e5])
     a = model.sample(e, generator=torch.Generator().manual_seed(3))
     assert a.shape == (3, DS2.n_voxels) and torch.isfinite(a).all() and (a >= 0).all()
@@ -130,10 +164,10 @@ def test_pipeline_trains_saves_loads_generates(pipeline, data_file, tmp_path):
 
 
 @pytest.mark.parametrize("pipeline", sorted(MICRO))
-def test_identical_runs_give_identical_weights(pipeline, data_file, tmp_path):
-    train_pipeline(micro_config(pipeline, 3), data_file, tmp_path / "a", progress=False)
+def test_identical_runs_give_identical_weights(pipeline, data_of, tmp_path):
+    train_pipeline(micro_config(pipeline, 3), data_of(pipeline), tmp_path / "a", progress=False)
     torch.manual_seed(1234)  # the global state before the run must not matter
-    train_pipeline(micro_config(pipeline, 3), data_file, tmp_path / "b", progress=False)
+    train_pipeline(micro_config(pipeline, 3), data_of(pipeline), tmp_path / "b", progress=False)
     _assert_same_weights(tmp_path / "a", tmp_path / "b")
 
 

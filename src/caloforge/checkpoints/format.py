@@ -169,6 +169,10 @@ def _load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, t
 
 
 def _to_jsonable(x: Any) -> Any:
+    # a geometry's own description first: a planar geometry is also a dataclass, and
+    # its generic field dump would lose the "type" tag that rebuilds it
+    if hasattr(x, "to_dict") and hasattr(x, "same_binning"):
+        return x.to_dict()
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         from ..configs import config_to_dict
 

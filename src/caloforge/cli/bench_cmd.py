@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..evaluation.timing import time_generator
     from ..pipelines import load_generator
-    from ..simulation import simulate_showers
+    from ..simulation import simulate_point_clouds, simulate_showers
 
     model = load_generator(args.model)
     if args.solver is not None:
@@ -63,16 +63,23 @@ def run(args: argparse.Namespace) -> int:
             out = model.sample(e, batch_size=len(e))
         return out
 
+    points = getattr(model, "data_kind", "voxels") == "points"
     reference = None
     if not args.no_reference:
         geometry = model.geometry
 
         def reference(e):
+            if points:
+                return simulate_point_clouds(energies=e, geometry=geometry, seed=0)
             return simulate_showers(geometry, energies=e, seed=0).showers
+
+    # point-cloud models: the paper's protocol, uniform in their training range
+    lo_hi = getattr(model, "training_energy_range", None) if points else None
+    spectrum = dict(energy_range=lo_hi, log_uniform=False) if lo_hi else {}
 
     result = time_generator(gen, batch_sizes=args.batch_sizes, thread_counts=args.threads,
                             devices=devices, n_repeats=args.repeats, reference=reference,
                             reference_name="GFlash reference simulator",
-                            name=str(args.model), json_path=args.json)
+                            name=str(args.model), json_path=args.json, **spectrum)
     print(result.to_table())
     return 0

@@ -76,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--n-train and --n-reference must be at least 100")
     # everything that can be wrong is checked before minutes of simulation
     config = None
+    if get_pipeline(args.pipeline).data_kind != "voxels":
+        raise ConfigError(f"caloforge run covers the voxel (ds2) pipelines; {args.pipeline!r} "
+                          "makes point clouds: simulate --points, train, generate and "
+                          "evaluate step by step (docs/caloclouds.md)")
     preset = args.preset or f"{get_pipeline(args.pipeline).name}-ds2-tiny"
     if not args.pretrained_only:
         config = build_config(preset, [], args.overrides)

@@ -120,6 +120,20 @@ class CellHits:
                    float(sum(p.lost_energy_mev for p in parts)),
                    float(sum(p.point_energy_mev for p in parts)))
 
+    def to_point_clouds(self, pdg: int = 22) -> PointCloudData:
+        """The hits as a point cloud: one point per cell above threshold, at the cell
+        centre (x, y mm), z = layer + 0.5 (layer units, the showerdata convention), in
+        shower order. Projecting it again gives the same cells."""
+        order = np.lexsort((self.iy, self.ix, self.layer, self.shower))
+        pts = np.empty((len(order), 4), dtype=np.float32)
+        pts[:, 0] = self.x_mm[order]
+        pts[:, 1] = self.y_mm[order]
+        pts[:, 2] = self.layer[order] + 0.5
+        pts[:, 3] = self.energy[order]
+        counts = np.bincount(self.shower, minlength=self.n_showers).astype(np.int64)
+        return PointCloudData(self.incident_energies.astype(np.float32), pts, counts,
+                              self.geometry, pdg)
+
     def radius_mm(self, axis_xy: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
         """Distance of each cell centre from the shower axis (mm), shape (H,)."""
         return np.hypot(self.x_mm - axis_xy[0], self.y_mm - axis_xy[1])

@@ -656,7 +656,7 @@ def _fmt(m: Metric) -> str:
     return s
 
 
-def _from_floor(key: str, m: Metric, floor: Metric) -> str:
+def format_vs_floor(key: str, m: Metric, floor: Metric) -> str:
     """``(x3.2)``: the value over the floor; ``(+0.12)`` for AUC: the difference."""
     if m.value is None or floor.value is None:
         return ""
@@ -673,7 +673,7 @@ def _cell(result: EvaluationResult, col: str, key: str) -> str:
     if col == "reference floor":
         return _fmt(result.floor[key])
     m = result.models[col][key]
-    return _fmt(m) + _from_floor(key, m, result.floor[key])
+    return _fmt(m) + format_vs_floor(key, m, result.floor[key])
 
 
 _READING_NOTES = (
@@ -864,7 +864,7 @@ def make_plots(result: EvaluationResult) -> tuple[list[tuple[str, str]], list[st
 def _html_cell(m: Metric, key: str | None = None, floor: Metric | None = None) -> str:
     if m.value is None:
         return f'<td class="na" title="{html.escape(m.note or "")}">n/a*</td>'
-    extra = _from_floor(key, m, floor) if key is not None and floor is not None else ""
+    extra = format_vs_floor(key, m, floor) if key is not None and floor is not None else ""
     return f"<td>{html.escape(_fmt(m) + extra)}</td>"
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "PlanarGeometry",
     "get_geometry",
     "geometry_from_dict",
+    "named_geometry",
     "ild_ecal",
     "read_binning_xml",
 ]
@@ -26,3 +27,21 @@ def geometry_from_dict(d: dict) -> "CylindricalGeometry | PlanarGeometry":
     if kind == "planar":
         return PlanarGeometry.from_dict(d)
     raise GeometryError(f"unknown geometry type {kind!r}")
+
+
+def named_geometry(name: str) -> "CylindricalGeometry | PlanarGeometry":
+    """A built-in geometry by name: the CaloChallenge presets (:func:`get_geometry`) or the
+    ILD-like point-cloud ECAL, ``ild-ecal`` (30 x 30 cells, the window of ``caloforge
+    simulate --points``) or ``ild-ecal:N`` (an N x N cell window)."""
+    key = str(name).lower().replace("_", "-")
+    if key == "ild-ecal" or key.startswith("ild-ecal:"):
+        cells = key.partition(":")[2]
+        if cells and not (cells.isdigit() and int(cells) > 0):
+            raise GeometryError(f"geometry {name!r}: give ild-ecal or ild-ecal:N with N cells "
+                                "per side, e.g. ild-ecal:80")
+        return ild_ecal(int(cells)) if cells else ild_ecal()
+    try:
+        return get_geometry(name)
+    except GeometryError:
+        raise GeometryError(f"unknown geometry {name!r}; known geometries: "
+                            f"{', '.join(PRESET_NAMES)}, ild-ecal, ild-ecal:N") from None

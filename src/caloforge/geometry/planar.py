@@ -110,6 +110,15 @@ class PlanarGeometry:
             raise GeometryError(f"unknown planar geometry keys: {sorted(unknown)}")
         return cls(**d)
 
+    def same_binning(self, other: object) -> bool:
+        """Same layers and cells (the name may differ)."""
+        if not isinstance(other, PlanarGeometry):
+            return False
+        a, b = self.to_dict(), other.to_dict()
+        a.pop("name")
+        b.pop("name")
+        return a == b
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PlanarGeometry):
             return NotImplemented

@@ -21,6 +21,7 @@ from .energies import read_incident_energies
 from .errors import ShowerDataError
 from .pointclouds import (
     PointCloudWriter,
+    is_point_cloud_file,
     iter_point_clouds,
     point_cloud_file_length,
     read_point_clouds,
@@ -44,6 +45,7 @@ __all__ = [
     "format_summary",
     "geometry_for_voxels",
     "interrupt_guard",
+    "is_point_cloud_file",
     "iter_point_clouds",
     "iter_showers",
     "open_hdf5",

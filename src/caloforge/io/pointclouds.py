@@ -23,7 +23,7 @@ from .h5output import HDF5Output
 from .showers import PointCloudData
 
 __all__ = ["PointCloudWriter", "read_point_clouds", "iter_point_clouds", "write_point_clouds",
-           "point_cloud_file_length"]
+           "point_cloud_file_length", "is_point_cloud_file"]
 
 _MEV_PER_GEV = 1000.0
 _REQUIRED = ("showers", "energies", "num_points", "shape")
@@ -50,6 +50,33 @@ def _open_checked(path: str, option: str | None = None) -> h5py.File:
         f.close()
         raise corrupt_file_error(exc, path, option=option) from None
     return f
+
+
+def is_point_cloud_file(path: str | os.PathLike, *, option: str | None = None) -> bool:
+    """Whether an HDF5 file is in the ``showerdata`` point-cloud layout.
+
+    The layout is recognised by what a CaloChallenge file never has: a ``num_points``
+    dataset beside a one-dimensional (variable-length) ``showers`` dataset (CaloChallenge
+    showers are 2-D, one row of voxels per shower). The other datasets (``energies``,
+    ``shape``) are checked when the file is read, so a damaged point-cloud file is
+    reported as a point-cloud file with a missing dataset, not as a bad voxel file.
+
+    Args:
+        path: the file.
+        option: the command-line option the file came from, named in errors.
+
+    Raises:
+        ShowerDataError: the file is missing, not HDF5, or cannot be read (see
+            :func:`~caloforge.io.open_hdf5`).
+    """
+    path = os.fspath(path)
+    with open_hdf5(path, option=option) as f:
+        try:
+            showers, counts = f.get("showers"), f.get("num_points")
+            return (isinstance(showers, h5py.Dataset) and isinstance(counts, h5py.Dataset)
+                    and showers.ndim == 1)
+        except HDF5_READ_ERRORS as exc:
+            raise corrupt_file_error(exc, path, option=option) from None
 
 
 def point_cloud_file_length(path: str | os.PathLike) -> int:

@@ -1,4 +1,5 @@
-"""Networks: stage-1 autoencoders, latent priors, energy networks, and the model registry.
+"""Networks: stage-1 autoencoders, latent priors, energy networks, point-cloud networks,
+flows, and the model registry.
 
 ``build_model(name, config)`` builds a registered model from its typed config (or a plain
 dict of its fields; unknown keys and unknown names raise :class:`~caloforge.errors.ConfigError`).
@@ -31,12 +32,15 @@ from .autoencoders import (
 from .autoencoders.resnet_vae3d import ResNetVAE3d, ResNetVAE3dConfig
 from .energy import TransfusionConfig, TransfusionEnergyNet
 from .energy.layer_diffusion import LayerDiffusionConfig, LayerDiffusionMLP
+from .flows import ShowerFlow, ShowerFlowConfig
+from .pointcloud import ConcatSquashLinear, PointWiseNet, PointWiseNetConfig
 from .priors import GPT, GPTConfig, ViTConfig, ViTVelocityField
 from .priors.score_mlp import LatentScoreConfig, LatentScoreMLP
 
 __all__ = [
     "MODEL_REGISTRY",
     "Autoencoder",
+    "ConcatSquashLinear",
     "ConvVAE3d",
     "CylindricalDiscriminator",
     "CylindricalDiscriminatorConfig",
@@ -51,8 +55,12 @@ __all__ = [
     "LatentScoreMLP",
     "LayerDiffusionConfig",
     "LayerDiffusionMLP",
+    "PointWiseNet",
+    "PointWiseNetConfig",
     "ResNetVAE3d",
     "ResNetVAE3dConfig",
+    "ShowerFlow",
+    "ShowerFlowConfig",
     "TransfusionConfig",
     "TransfusionEnergyNet",
     "VAEConfig",
@@ -134,3 +142,5 @@ register_model("vae_conv3d", ConvVAE3d, VAEConfig)
 register_model("layer_diffusion", LayerDiffusionMLP, LayerDiffusionConfig)
 register_model("latent_score_mlp", LatentScoreMLP, LatentScoreConfig)
 register_model("vae_resnet3d", ResNetVAE3d, ResNetVAE3dConfig)
+register_model("pointwise_net", PointWiseNet, PointWiseNetConfig)
+register_model("shower_flow", ShowerFlow, ShowerFlowConfig)

@@ -6,6 +6,13 @@ Each system lives in its own sub-package (``calovq/``, ``calodream/``, ...) and 
 """
 
 from .base import ShowerGenerator, check_finite, validate_energies
+from .compose import (
+    ComposedGenerator,
+    LayerEnergyModel,
+    ShapeModel,
+    check_layer_energies,
+    compose_checkpoints,
+)
 from .generate import generate_to_file
 from .loading import PRETRAINED_DIR, load_generator, pretrained_models, resolve_checkpoint
 from .registry import (
@@ -24,12 +31,17 @@ from .staged import StageBuild, StageContext, split_indices, train_pipeline
 
 __all__ = [
     "PRETRAINED_DIR",
+    "ComposedGenerator",
+    "LayerEnergyModel",
     "PipelineSpec",
+    "ShapeModel",
     "ShowerGenerator",
     "StageBuild",
     "StageContext",
     "StageSpec",
     "check_finite",
+    "check_layer_energies",
+    "compose_checkpoints",
     "config_from_manifest",
     "config_to_manifest",
     "generate_to_file",

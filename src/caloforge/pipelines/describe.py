@@ -11,6 +11,13 @@ from .registry import get_pipeline
 __all__ = ["describe_checkpoint"]
 
 
+def _geometry_line(geometry) -> str:
+    if hasattr(geometry, "n_voxels"):
+        return f"{geometry.name} ({geometry.n_voxels} voxels)"
+    return (f"{geometry.name} (point clouds; {geometry.n_layers} layers, cells "
+            f"{geometry.n_cells_x} x {geometry.n_cells_y} of {geometry.cell_mm} mm)")
+
+
 def describe_checkpoint(spec: str | os.PathLike) -> str:
     """Pipeline, stages (steps, data fingerprint), parameters and solvers of a checkpoint
     directory or shipped model; the weights are verified on the way."""
@@ -20,13 +27,14 @@ def describe_checkpoint(spec: str | os.PathLike) -> str:
     pipeline = get_pipeline(ckpt.config["pipeline"])
     lines = [f"model:      {spec}  ({path})",
              f"pipeline:   {pipeline.name}: {pipeline.description}",
-             f"geometry:   {model.geometry.name} ({model.geometry.n_voxels} voxels)",
+             f"geometry:   {_geometry_line(model.geometry)}",
              f"caloforge:  written by version {ckpt.manifest.get('caloforge_version', '?')}",
              "stages:"]
+    width = max([10, *(len(s) for s in ckpt.stages)])
     for stage in ckpt.stages:
         info = ckpt.stage_info(stage)
         step = info.get("step")
-        lines.append(f"  {stage:10s} step {step if step is not None else '-':>8}  "
+        lines.append(f"  {stage:{width}s} step {step if step is not None else '-':>8}  "
                      f"{info.get('size', 0) / 1e6:6.2f} MB  ema={info.get('ema')}  "
                      f"data {str(info.get('data_fingerprint') or '-')[:19]}")
     if hasattr(model, "n_parameters"):

@@ -10,7 +10,7 @@ import torch
 
 from ..checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from ..errors import CheckpointError
-from ..geometry import CylindricalGeometry, get_geometry
+from ..geometry import CylindricalGeometry, PlanarGeometry, named_geometry
 from .registry import config_from_manifest, config_to_manifest
 
 __all__ = ["open_model_checkpoint", "save_model_checkpoint"]
@@ -18,7 +18,8 @@ __all__ = ["open_model_checkpoint", "save_model_checkpoint"]
 
 def save_model_checkpoint(path: str | os.PathLike, config: Any,
                           stages: Mapping[str, Mapping[str, torch.nn.Module]],
-                          transforms: Mapping[str, Any], geometry: CylindricalGeometry) -> None:
+                          transforms: Mapping[str, Any],
+                          geometry: CylindricalGeometry | PlanarGeometry) -> None:
     """Write every stage's modules, with the config, transforms and geometry, into
     ``path`` (no optimiser state)."""
     meta = dict(config=config_to_manifest(config), transforms=dict(transforms),
@@ -29,7 +30,7 @@ def save_model_checkpoint(path: str | os.PathLike, config: Any,
 
 def open_model_checkpoint(path: str | os.PathLike, pipeline: str, *, verify: bool = True,
                           required: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
-                          ) -> tuple[Checkpoint, Any, CylindricalGeometry]:
+                          ) -> tuple[Checkpoint, Any, CylindricalGeometry | PlanarGeometry]:
     """(checkpoint, strict config, geometry) of a ``pipeline`` model, after checking that
     the stored geometry is the config's and that every ``required`` stage (a tuple, or a
     function of the config giving one) is trained."""
@@ -38,7 +39,7 @@ def open_model_checkpoint(path: str | os.PathLike, pipeline: str, *, verify: boo
     geometry = ckpt.geometry
     if geometry is None:
         raise CheckpointError(f"checkpoint {path} records no geometry")
-    if not geometry.same_binning(get_geometry(config.geometry)):
+    if not geometry.same_binning(named_geometry(config.geometry)):
         raise CheckpointError(f"checkpoint {path}: stored geometry {geometry.name!r} differs "
                               f"from the configuration's {config.geometry!r}")
     for stage in (required(config) if callable(required) else required):

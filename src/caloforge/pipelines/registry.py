@@ -24,6 +24,7 @@ from ..configs import config_from_dict, config_to_dict, register_preset, suggest
 from ..errors import CheckpointError, ConfigError
 
 __all__ = [
+    "DATA_KINDS",
     "PipelineSpec",
     "StageSpec",
     "config_from_manifest",
@@ -82,6 +83,9 @@ class PipelineSpec:
         config_version: version of the stored config layout; ``migrate`` upgrades older
             stored configs (``migrate(body, version) -> body``).
         description: one line for listings.
+        data_kind: what the system trains on and generates: ``"voxels"`` (CaloChallenge
+            files, :class:`~caloforge.io.ShowerData`) or ``"points"`` (point clouds in
+            the showerdata layout, :class:`~caloforge.io.PointCloudData`).
     """
 
     name: str
@@ -94,6 +98,7 @@ class PipelineSpec:
     config_version: int = 1
     migrate: Callable[[dict[str, Any], int], dict[str, Any]] | None = None
     description: str = ""
+    data_kind: str = "voxels"
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -112,6 +117,9 @@ class PipelineSpec:
                           f"{', '.join(self.stage_names)}")
 
 
+#: What pipelines may train on and generate.
+DATA_KINDS = ("voxels", "points")
+
 _REGISTRY: dict[str, PipelineSpec] = {}
 _builtins_loaded = False
 
@@ -122,6 +130,8 @@ def register_pipeline_spec(spec: PipelineSpec) -> PipelineSpec:
         raise ValueError(f"pipeline {spec.name!r} registered twice")
     if not dataclasses.is_dataclass(spec.config_type):
         raise TypeError(f"config type of pipeline {spec.name!r} must be a dataclass")
+    if spec.data_kind not in DATA_KINDS:
+        raise ValueError(f"pipeline {spec.name!r}: data_kind must be one of {DATA_KINDS}")
     names = spec.stage_names
     if len(set(names)) != len(names):
         raise ValueError(f"pipeline {spec.name!r} has repeated stage names {names}")

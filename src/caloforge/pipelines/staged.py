@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from ..checkpoints import MANIFEST_NAME, data_fingerprint, has_trainer_state, load_checkpoint
 from ..errors import CheckpointError, ConfigError
-from ..geometry import CylindricalGeometry, get_geometry
+from ..geometry import CylindricalGeometry, PlanarGeometry, named_geometry
 from ..io import ShowerFile
 from ..training.stage import TrainingStage
 from .registry import PipelineSpec, config_to_manifest, pipeline_for_config
@@ -51,6 +51,10 @@ class StageContext:
         config: the pipeline config.
         geometry: the config's geometry.
         showers, energies: the whole training file, (N, V) float32 MeV and (N,) float64 MeV.
+            A point-cloud pipeline (``data_kind="points"``) gets ``showers=None``: its
+            stages read the points from ``data_path`` as they need them (a point-cloud
+            file need not fit in memory).
+        data_path: the training file.
         train_idx, val_idx: the seeded split.
         out_dir: the checkpoint directory.
         resume: whether the run resumes.
@@ -61,8 +65,8 @@ class StageContext:
 
     config: Any
     spec: PipelineSpec
-    geometry: CylindricalGeometry
-    showers: torch.Tensor
+    geometry: CylindricalGeometry | PlanarGeometry
+    showers: torch.Tensor | None
     energies: torch.Tensor
     train_idx: np.ndarray
     val_idx: np.ndarray
@@ -73,6 +77,7 @@ class StageContext:
     #: every stage's trainer settings after the run's overrides (device, seed)
     trainer_configs: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    data_path: Path | None = None
 
     def checkpoint(self):
         """The checkpoint written so far (verified), or None."""
@@ -112,6 +117,26 @@ def _read(path: str | os.PathLike, geometry: CylindricalGeometry, max_showers: i
     showers = torch.from_numpy(np.ascontiguousarray(data.showers, dtype=np.float32))
     energies = torch.from_numpy(data.incident_energies.astype(np.float64).reshape(-1))
     return data, showers, energies
+
+
+def _read_points(path: str | os.PathLike, max_showers: int | None):
+    """Only the incident energies of a point-cloud file: its points stay on disk."""
+    import h5py
+
+    from ..io import point_cloud_file_length, read_point_clouds
+
+    n = point_cloud_file_length(path)
+    n = n if max_showers is None else min(n, max_showers)
+    if n < 20:
+        raise ConfigError(f"{path}: {n} showers are too few to train on")
+    read_point_clouds(path, 0, min(n, 4))  # fails early, with the file named, when unreadable
+    with h5py.File(path, "r") as f:
+        e_gev = np.asarray(f["energies"][:n], dtype=np.float64).reshape(-1)
+        counts = np.asarray(f["num_points"][:n], dtype=np.int64)
+    energies = torch.from_numpy(e_gev * 1000.0)
+    if not torch.isfinite(energies).all() or (energies <= 0).any():
+        raise ConfigError(f"{path}: incident energies must be finite and positive")
+    return {"energies": e_gev, "num_points": counts}, None, energies
 
 
 def _stage_done(out: Path, stage: str, max_steps: int) -> bool:
@@ -167,8 +192,12 @@ def train_pipeline(config: Any, data_path: str | os.PathLike, out_dir: str | os.
         if seed is not None:
             tc.seed = int(seed)
     out = Path(out_dir)
-    geometry = get_geometry(config.geometry)
-    data, showers, energies = _read(data_path, geometry, getattr(config, "max_showers", None))
+    geometry = named_geometry(config.geometry)
+    max_showers = getattr(config, "max_showers", None)
+    if spec.data_kind == "points":
+        data, showers, energies = _read_points(data_path, max_showers)
+    else:
+        data, showers, energies = _read(data_path, geometry, max_showers)
     split_seed = trainer_cfgs[spec.stages[0].name].seed
     train_idx, val_idx = split_indices(len(energies), getattr(config, "validation_fraction", 0.0),
                                        split_seed)
@@ -176,7 +205,7 @@ def train_pipeline(config: Any, data_path: str | os.PathLike, out_dir: str | os.
                        energies=energies, train_idx=train_idx, val_idx=val_idx, out_dir=out,
                        resume=resume, stages=stages,
                        fingerprint=data_fingerprint(data, path=data_path),
-                       trainer_configs=trainer_cfgs)
+                       trainer_configs=trainer_cfgs, data_path=Path(data_path))
     del data
     if (out / MANIFEST_NAME).exists():
         ckpt = load_checkpoint(out, expect_geometry=geometry)

@@ -5,6 +5,11 @@ energy network -> x ~ p(x | E_inc, u) by integrating the shape network's velocit
 noise at t = 0 to t = 1 (full space: voxel features; latent space: the VAE latent, then
 the deterministic decoder) -> inverse transforms, normalised cut, per-layer
 renormalisation to the generated layer energies -> showers in MeV.
+
+Each half also runs alone (docs/calolatent.md, "Composing stages of two systems"):
+:meth:`CaloDREAM.sample_layer_energies` gives the energy network's layer energies in
+MeV, :meth:`CaloDREAM.sample_given_layer_energies` the shape network's showers for
+layer energies from anywhere (another system's energy model included).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from ...geometry import CylindricalGeometry
 from ...models import ConvVAE3d, TransfusionEnergyNet, ViTVelocityField
 from ...sampling import BNSSolver, parse_solver
 from ..base import check_finite, validate_energies
+from ..compose import check_layer_energies
 from ..persist import open_model_checkpoint, save_model_checkpoint
 from .config import CaloDREAMConfig
 from .transforms import CaloDREAMTransforms
@@ -133,21 +139,62 @@ class CaloDREAM:
 
     @torch.inference_mode()
     def decode(self, x1: Tensor, cond: Tensor, u_features: Tensor,
-               incident_energy: Tensor) -> Tensor:
-        """Shape-network end points -> showers (N, V) MeV, float32 on the CPU."""
+               incident_energy: Tensor, *, layer_energies: Tensor | None = None) -> Tensor:
+        """Shape-network end points -> showers (N, V) MeV, float32 on the CPU.
+
+        Every layer is renormalised to ``layer_energies`` (N, L) MeV when given, else to
+        the energies decoded from ``u_features`` (the energy network's own output).
+        """
         t = self.transforms
         if self.is_latent:
             fractions = self.vae.decode(x1, cond).reshape(len(x1), -1).cpu().double()
             check_finite(fractions, "the CaloDREAM VAE decoder's output")
         else:
             fractions = t.fractions_from_voxel_features(x1.reshape(len(x1), -1).cpu())
-        layers = t.layer_energies(u_features.cpu(), incident_energy)
+        if layer_energies is None:
+            layers = t.layer_energies(u_features.cpu(), incident_energy)
+        else:
+            layers = layer_energies.to(torch.float64).cpu()
         showers = t.showers(fractions, layers, cut=self.config.normalised_cut)
         thr = self.config.output_threshold_mev
         if thr > 0:
             showers = torch.where(showers < thr, torch.zeros_like(showers), showers)
         return showers.to(torch.float32)
 
+    # ------------------------------------------------- the two halves, each alone
+    def sample_layer_energies(self, incident_energy: Tensor, *,
+                              generator: torch.Generator | None = None) -> Tensor:
+        """The energy network alone: layer energies (N, L) MeV, float64 on the CPU, for
+        E_inc (N,) MeV (the energies :meth:`sample` renormalises its layers to)."""
+        e = validate_energies(incident_energy)
+        u = self.sample_energies(e, generator=generator)
+        return self.transforms.layer_energies(u.cpu(), e)
+
+    def layer_features(self, layer_energies: Tensor, incident_energy: Tensor) -> Tensor:
+        """Layer energies (N, L) MeV and E_inc (N,) MeV -> the shape network's u features
+        (N, L) float32, the encoding the energy network samples in."""
+        t = self.transforms
+        u = t.ratios(layer_energies.to(torch.float64).cpu(),
+                     incident_energy=incident_energy.to(torch.float64).cpu())
+        # energies from another model may give u_0 above 1 (E_tot > f E_inc), where the
+        # logit is NaN: condition at the edge of the range instead (the renormalisation
+        # still uses the given energies)
+        return t.u_std(t.u_logit(u.clamp(0.0, 1.0))).to(torch.float32)
+
+    def sample_given_layer_energies(self, incident_energy: Tensor, layer_energies: Tensor,
+                                    *, generator: torch.Generator | None = None) -> Tensor:
+        """The shape network alone: showers (N, V) MeV, float32 on the CPU, whose layers
+        sum to ``layer_energies`` (N, L) MeV (a layer whose fractions all fall at or below
+        ``normalised_cut`` stays empty, as in :meth:`sample`; ``output_threshold_mev``
+        removes the voxels below it)."""
+        e = validate_energies(incident_energy)
+        layers = check_layer_energies(layer_energies, len(e), self.geometry.n_layers)
+        u = self.layer_features(layers, e)
+        cond = self.shape_condition(e, u)
+        x1 = self.sample_shapes(cond, generator=generator)
+        return self.decode(x1, cond, u, e, layer_energies=layers)
+
+    # ---------------------------------------------------------------- both
     def sample(self, incident_energy: Tensor, *, batch_size: int = 1000,
                generator: torch.Generator | None = None) -> Tensor:
         """Showers (N, V) in MeV, on the CPU, for incident energies (N,) in MeV."""

@@ -6,6 +6,11 @@ gives z (the baseline VAE: z ~ N(0, I)) -> the decoder, conditioned on (c, u), g
 preprocessed voxel fractions -> inverse preprocessing: fractions of each layer,
 renormalised so that every layer holds exactly the layer energy decoded from u -> the
 15.15 keV threshold. Showers come out in MeV on the geometry's flat voxel order.
+
+Each half also runs alone (docs/calolatent.md, "Composing stages of two systems"):
+:meth:`CaloLatent.sample_layer_energies` gives the layer model's energies in MeV,
+:meth:`CaloLatent.sample_given_layer_energies` the VAE + latent model's showers for layer
+energies from anywhere (another system's energy model included).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ...transforms import (
     transform_from_state,
 )
 from ..base import check_finite, validate_energies
+from ..compose import check_layer_energies
 from ..persist import open_model_checkpoint, save_model_checkpoint
 from .config import CaloLatentConfig
 
@@ -287,8 +293,13 @@ class CaloLatent:
         return check_finite(z, "the CaloLatent latent model's sample")
 
     @torch.inference_mode()
-    def decode(self, z: Tensor, u_model: Tensor, incident_energy: Tensor) -> Tensor:
-        """Decoder and inverse preprocessing: showers (N, V) MeV, float32, on the CPU."""
+    def decode(self, z: Tensor, u_model: Tensor, incident_energy: Tensor, *,
+               layer_energies: Tensor | None = None) -> Tensor:
+        """Decoder and inverse preprocessing: showers (N, V) MeV, float32, on the CPU.
+
+        Every layer is renormalised to ``layer_energies`` (N, L) MeV when given, else to
+        the energies decoded from ``u_model`` (the layer model's own output).
+        """
         e = incident_energy.to(torch.float64).cpu()
         u_model = u_model.to(self.device, torch.float32)
         c = self.transforms.condition(e).to(self.device)
@@ -296,7 +307,10 @@ class CaloLatent:
         f_model = self.vae.decode(z.to(self.device, torch.float32), cond)
         # before any post-processing: a cut would turn NaN voxels into empty showers
         check_finite(f_model, "the CaloLatent decoder's output")
-        layer_e = self.transforms.decode_layers(u_model.cpu(), e)
+        if layer_energies is None:
+            layer_e = self.transforms.decode_layers(u_model.cpu(), e)
+        else:
+            layer_e = layer_energies.to(torch.float64).cpu()
         fractions, soft = self.transforms.decode_voxels(f_model.reshape(len(e), -1).cpu())
         showers = self.transforms.showers(fractions, layer_e, fallback=soft)
         thr = self.config.output_threshold_mev
@@ -311,6 +325,21 @@ class CaloLatent:
         e = validate_energies(incident_energy)
         u = self.sample_layer_features(e, generator=generator, sampler=sampler)
         return self.transforms.decode_layers(u.cpu(), e)
+
+    def sample_given_layer_energies(self, incident_energy: Tensor, layer_energies: Tensor,
+                                    *, generator: torch.Generator | None = None,
+                                    sampler: str | SDESampler | None = None) -> Tensor:
+        """The VAE (+ latent model) alone: showers (N, V) MeV, float32 on the CPU, whose
+        layers sum to ``layer_energies`` (N, L) MeV before the output threshold.
+
+        The energies are encoded as this model's u (min-max clipped to its training
+        range) for the conditioning only; the renormalisation uses them as given.
+        """
+        e = validate_energies(incident_energy)
+        layers = check_layer_energies(layer_energies, len(e), self.geometry.n_layers)
+        u = self.transforms.encode_layers(layers, e)
+        z = self.sample_latent(e, u, generator=generator, sampler=sampler)
+        return self.decode(z, u, e, layer_energies=layers)
 
     def sample(self, incident_energy: Tensor, *, batch_size: int = 1000,
                generator: torch.Generator | None = None,

@@ -44,7 +44,7 @@ def _ds2(tiny: bool, baseline: bool) -> CaloLatentConfig:
             latent_model=LatentScoreConfig(hidden_dim=256),
             # ours: more of a small training file for training
             validation_fraction=0.05,
-            training=CaloLatentTraining(layer=_tiny_trainer(4000, 128, 2e-3),
+            training=CaloLatentTraining(layer=_tiny_trainer(40000, 128, 2e-3),
                                         vae=_tiny_trainer(2500, 32, 2e-3),
                                         latent=_tiny_trainer(4000, 128, 2e-3)),
         )

@@ -1,0 +1,173 @@
+"""How CaloClouds II's stages build their data for the generic staged trainer.
+
+Stages, in order (spec section 4 and 5):
+
+* ``showerflow``: the Shower Flow on the 65 summaries of every training shower, computed
+  once in a streaming pass over the file;
+* ``diffusion``: the PointWise Net on padded batches read from the file per step;
+* ``calibrate``: the N calibration of the diffusion model (§3, spec A7): p_data fitted on
+  reference showers of the training split, p_gen on as many showers generated without
+  the N calibration for the same energies; stored as weights of the stage;
+* ``distill``: consistency distillation of the diffusion model's EMA weights;
+* ``calibrate_distilled``: the same N calibration for the distilled model (the paper
+  refits p_gen for every model).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...checkpoints import save_checkpoint
+from ...models import build_model
+from ...training import TensorDictDataset
+from ..staged import StageBuild, StageContext
+from .calibrations import NCalibration, fit_p_data, fit_p_gen
+from .config import CaloClouds2Config
+from .data import PointCloudShowers, PointNormaliser, read_showers
+from .features import shower_flow_context, shower_flow_features
+from .model import (
+    CaloClouds2,
+    FlowStandardisation,
+    calibration_state,
+    edm_preconditioning,
+    flow_scales,
+)
+from .stages import DiffusionStage, DistillationStage, ShowerFlowStage
+
+__all__ = ["build_calibrate_distilled_stage", "build_calibrate_stage", "build_diffusion_stage",
+           "build_distill_stage", "build_showerflow_stage", "prepare", "trainer_config"]
+
+_FEATURE_CHUNK = 5_000
+
+
+def trainer_config(config: CaloClouds2Config, stage: str):
+    if stage.startswith("calibrate"):
+        # calibrations train nothing; their seed is the diffusion stage's
+        return config.training.diffusion
+    return getattr(config.training, stage)
+
+
+def prepare(ctx: StageContext) -> None:
+    """Record the training energy range (generation warns outside it)."""
+    e = ctx.energies[ctx.train_idx]
+    ctx.state["transforms"] = {"caloclouds": {
+        "energy_range_mev": [float(e.min()), float(e.max())]}}
+
+
+def _normaliser(ctx: StageContext) -> PointNormaliser:
+    c: CaloClouds2Config = ctx.config
+    return PointNormaliser.for_geometry(ctx.geometry, c.e_max_mev, c.max_points)
+
+
+def _features(ctx: StageContext) -> torch.Tensor:
+    """The 65 Shower Flow inputs of every shower of the file, (N, 65), streamed."""
+    from ...io import iter_point_clouds
+
+    n = len(ctx.energies)
+    parts, seen = [], 0
+    for chunk in iter_point_clouds(ctx.data_path, chunk_size=_FEATURE_CHUNK):
+        chunk = chunk[: n - seen] if seen + len(chunk) > n else chunk
+        parts.append(shower_flow_features(chunk, flow_scales(ctx.config),
+                                          n_layers=ctx.geometry.n_layers))
+        seen += len(chunk)
+        if seen >= n:
+            break
+    return torch.from_numpy(np.concatenate(parts).astype(np.float32))
+
+
+def build_showerflow_stage(ctx: StageContext) -> StageBuild:
+    config: CaloClouds2Config = ctx.config
+    flow = build_model("shower_flow", config.shower_flow)
+    tr, va = ctx.train_idx, ctx.val_idx
+    features = _features(ctx)
+    scaling = FlowStandardisation.fit(features[tr])
+    ctx.state["transforms"]["shower_flow"] = scaling.state()
+    x = scaling.encode(features)
+    context = torch.as_tensor(shower_flow_context(ctx.energies.numpy()), dtype=torch.float32)
+    train = TensorDictDataset(x=x[tr], context=context[tr])
+    val = TensorDictDataset(x=x[va], context=context[va]) if len(va) else None
+    return StageBuild(ShowerFlowStage(flow), train, val)
+
+
+def _point_sets(ctx: StageContext, stage: str) -> tuple[PointCloudShowers, PointCloudShowers | None]:
+    config: CaloClouds2Config = ctx.config
+    norm = _normaliser(ctx)
+    jitter = ctx.geometry.cell_mm / config.subcells if config.jitter else 0.0
+    seed = ctx.trainer_configs[stage].seed
+    train = PointCloudShowers(ctx.data_path, ctx.train_idx, norm, jitter_mm=jitter,
+                              points_per_shower=config.edm.points_per_shower, seed=seed)
+    val = None
+    if len(ctx.val_idx):
+        # validation: every point, no jitter (a fixed set of numbers across steps)
+        val = PointCloudShowers(ctx.data_path, ctx.val_idx, norm,
+                                points_per_shower=config.edm.points_per_shower, seed=seed + 1)
+    return train, val
+
+
+def build_diffusion_stage(ctx: StageContext) -> StageBuild:
+    config: CaloClouds2Config = ctx.config
+    net = build_model("pointwise_net", config.pointwise)
+    e = config.edm
+    stage = DiffusionStage(net, edm_preconditioning(config), e.padding == "masked",
+                           ema_max=e.ema_max, ema_power=e.ema_power)
+    return StageBuild(stage, *_point_sets(ctx, "diffusion"))
+
+
+def build_distill_stage(ctx: StageContext) -> StageBuild:
+    config: CaloClouds2Config = ctx.config
+    teacher = build_model("pointwise_net", config.pointwise)
+    ctx.frozen("diffusion", {"pointwise_ema": teacher})  # §3.2: the teacher is the EMA
+    d = config.distillation
+    stage = DistillationStage(teacher, edm_preconditioning(config), d.boundaries, d.target_ema,
+                              config.edm.rho, config.edm.padding == "masked")
+    return StageBuild(stage, *_point_sets(ctx, "distill"))
+
+
+def _partial_model(ctx: StageContext, sampler: str) -> CaloClouds2:
+    """The generator from the stages trained so far (no N calibration yet)."""
+    config: CaloClouds2Config = ctx.config
+    ckpt = ctx.checkpoint()
+    flow = build_model("shower_flow", config.shower_flow)
+    ckpt.load_modules("showerflow", {"shower_flow": flow})
+    pointwise = build_model("pointwise_net", config.pointwise)
+    ckpt.load_modules("diffusion", {"pointwise_ema": pointwise})
+    distilled = None
+    if "distill" in ckpt.stages:
+        distilled = build_model("pointwise_net", config.pointwise)
+        ckpt.load_modules("distill", {"target": distilled})
+    model = CaloClouds2(config, ctx.geometry, flow, pointwise, distilled,
+                        transforms=ckpt.manifest.get("transforms", {}))
+    model.set_solver(sampler)
+    return model
+
+
+def _calibrate(ctx: StageContext, stage: str, sampler: str) -> None:
+    config: CaloClouds2Config = ctx.config
+    seed = ctx.trainer_configs[stage].seed
+    rng = np.random.default_rng([seed, 7])
+    n = min(config.calibration_showers, len(ctx.train_idx))
+    rows = np.sort(rng.choice(ctx.train_idx, size=n, replace=False))
+    reference = read_showers(ctx.data_path, rows, ctx.geometry)
+    thr = config.calibration_threshold_mev
+    p_data = fit_p_data(reference, ctx.geometry, thr)
+    model = _partial_model(ctx, sampler)
+    generated = model.sample(torch.from_numpy(reference.incident_energies.astype(np.float64)),
+                             batch_size=256, calibrate_n=False,
+                             generator=torch.Generator().manual_seed(seed))
+    p_gen = fit_p_gen(generated, ctx.geometry, thr)
+    fit = NCalibration(p_data=tuple(p_data), p_gen=tuple(p_gen))
+    save_checkpoint(ctx.out_dir, stage, {"n_calibration": calibration_state(fit)},
+                    **ctx.checkpoint_meta(),
+                    extra={"showers": int(n), "sampler": model.sampler.name,
+                           "threshold_mev": float(thr)})
+
+
+def build_calibrate_stage(ctx: StageContext) -> None:
+    _calibrate(ctx, "calibrate", ctx.config.sampler if not ctx.config.sampler.startswith(
+        "consistency") else "heun-13")
+
+
+def build_calibrate_distilled_stage(ctx: StageContext) -> None:
+    s = ctx.config.sampler
+    _calibrate(ctx, "calibrate_distilled", s if s.startswith("consistency") else "consistency-1")
