@@ -67,7 +67,7 @@ from torch import Tensor, nn
 
 from caloforge.configs import get_preset
 from caloforge.errors import ConfigError
-from caloforge.evaluation.timing import machine_description
+from caloforge.evaluation.timing import limit_threads, machine_description
 from caloforge.models import build_model
 from caloforge.pipelines import load_generator, pretrained_models
 from caloforge.pipelines.caloclouds import CaloClouds2
@@ -224,23 +224,8 @@ def target_status(ms: float | None, target_ms: float, *, realistic_n: bool = Tru
     return "met" if ms < target_ms else "MISSED"
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """torch's intra-op pool and the BLAS pools at ``n`` threads, restored afterwards
-    (what :func:`caloforge.threads.set_threads` does, scoped to the timing)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - BLAS keeps its pool
-        limit: Any = contextlib.nullcontext()
-    else:
-        limit = threadpool_limits(limits=n, user_api="blas")
-    try:
-        with limit:
-            yield
-    finally:
-        torch.set_num_threads(old)
+# torch and BLAS pools at n threads inside a block, the timing module's
+_threads = limit_threads
 
 
 # ---------------------------------------------------------------------------- models

@@ -54,7 +54,6 @@ Targets (issue), marked met / MISSED only from numbers measured in the run:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -62,7 +61,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -73,7 +72,7 @@ from torch import Tensor
 
 from caloforge.configs import get_preset
 from caloforge.errors import ConfigError
-from caloforge.evaluation.timing import machine_description
+from caloforge.evaluation.timing import limit_threads, machine_description
 from caloforge.geometry import get_geometry
 from caloforge.pipelines import load_generator, pretrained_models
 from caloforge.pipelines.calolatent import (
@@ -241,22 +240,8 @@ def _sync(device: torch.device) -> Callable[[], None]:
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """torch's intra-op pool and the BLAS pools at ``n`` threads, restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - BLAS keeps its pool
-        limit: Any = contextlib.nullcontext()
-    else:
-        limit = threadpool_limits(limits=n, user_api="blas")
-    try:
-        with limit:
-            yield
-    finally:
-        torch.set_num_threads(old)
+# torch and BLAS pools at n threads inside a block, the timing module's
+_threads = limit_threads
 
 
 def _load() -> str:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -53,7 +51,7 @@ from .pointcloud import (
     point_cloud_observables,
     project_to_cells,
 )
-from .report import Metric, format_vs_floor, vs_floor
+from .report import Metric, format_vs_floor, vs_floor, write_metrics_and_plots
 
 __all__ = [
     "CLASSIFIER_HIDDEN",
@@ -816,21 +814,6 @@ def make_point_cloud_plots(result: PointCloudEvaluationResult) -> tuple[list[tup
 
 
 # ------------------------------------------------------------------------------ report
-def _sanitise(o: Any) -> Any:
-    """NaN/inf -> None recursively (JSON has no NaN); numpy values -> Python."""
-    if isinstance(o, dict):
-        return {str(k): _sanitise(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_sanitise(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _sanitise(o.tolist())
-    if isinstance(o, (float, np.floating)):
-        return float(o) if math.isfinite(float(o)) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
-
-
 def write_point_cloud_report(result: PointCloudEvaluationResult, out_dir: str | os.PathLike, *,
                              plots: bool = True) -> dict[str, str]:
     """Write ``metrics.json``, ``report.html`` and, with ``plots``, the plots as PNG files
@@ -840,22 +823,10 @@ def write_point_cloud_report(result: PointCloudEvaluationResult, out_dir: str | 
         ``{"json": path, "html": path, "plots": directory}``.
     """
     out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     figs, plot_warnings = make_point_cloud_plots(result) if plots else ([], [])
     warnings = [*result.warnings, *plot_warnings]
-    data = _sanitise(result.to_json())
-    data["warnings"] = warnings
-    json_path = os.path.join(out_dir, "metrics.json")
-    with atomic_path(json_path) as tmp, open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, allow_nan=False)
-    plot_dir = os.path.join(out_dir, "plots")
-    if figs:
-        os.makedirs(plot_dir, exist_ok=True)
-    for i, (title, b64) in enumerate(figs):
-        slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
-        with atomic_path(os.path.join(plot_dir, f"pc-{i:02d}-{slug[:60]}.png")) as tmp, \
-                open(tmp, "wb") as fh:
-            fh.write(base64.b64decode(b64))
+    json_path, plot_dir = write_metrics_and_plots(result.to_json(), warnings, figs, out_dir,
+                                                  plot_prefix="pc-")
     with atomic_path(os.path.join(out_dir, "report.html")) as tmp, open(tmp, "w") as fh:
         fh.write(_html(result, warnings, figs, plots))
     return {"json": json_path, "html": os.path.join(out_dir, "report.html"), "plots": plot_dir}

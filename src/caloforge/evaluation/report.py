@@ -876,22 +876,9 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike, *,
     Returns:
         ``{"json": path, "html": path, "plots": directory}``.
     """
-    out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     figs, plot_warnings = make_plots(result) if plots else ([], [])
     warnings = [*result.warnings, *plot_warnings]
-    data = _sanitise(result.to_json())
-    data["warnings"] = warnings
-    json_path = os.path.join(out_dir, "metrics.json")
-    with atomic_path(json_path) as tmp, open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, default=_json_default, allow_nan=False)
-    plot_dir = os.path.join(out_dir, "plots")
-    os.makedirs(plot_dir, exist_ok=True)
-    for i, (title, b64) in enumerate(figs):
-        slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
-        with atomic_path(os.path.join(plot_dir, f"{i:02d}-{slug[:60]}.png")) as tmp, \
-                open(tmp, "wb") as fh:
-            fh.write(base64.b64decode(b64))
+    json_path, plot_dir = write_metrics_and_plots(result.to_json(), warnings, figs, out_dir)
     cols = ["reference floor", *result.labels]
     all_rows = {"reference floor": result.floor, **result.models}
     rows = "\n".join(
@@ -950,12 +937,37 @@ Low-level metrics use {meta['n_voxel_showers']} showers per side (PRDC at most
     return {"json": json_path, "html": html_path, "plots": plot_dir}
 
 
+def write_metrics_and_plots(data: dict, warnings: list[str], figs: list[tuple[str, str]],
+                            out_dir: str | os.PathLike, plot_prefix: str = "") -> tuple[str, str]:
+    """The part every report shares: ``metrics.json`` (NaN/inf as null, the warnings
+    added) and each figure as ``plots/<prefix>NN-title.png``, every file atomically.
+    Returns (json path, plot directory)."""
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    data = _sanitise(data)
+    data["warnings"] = list(warnings)
+    json_path = os.path.join(out_dir, "metrics.json")
+    with atomic_path(json_path) as tmp, open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, default=_json_default, allow_nan=False)
+    plot_dir = os.path.join(out_dir, "plots")
+    if figs:
+        os.makedirs(plot_dir, exist_ok=True)
+    for i, (title, b64) in enumerate(figs):
+        slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
+        with atomic_path(os.path.join(plot_dir, f"{plot_prefix}{i:02d}-{slug[:60]}.png")) as tmp, \
+                open(tmp, "wb") as fh:
+            fh.write(base64.b64decode(b64))
+    return json_path, plot_dir
+
+
 def _sanitise(o):
-    """NaN/inf -> None recursively (JSON has no NaN), numpy scalars -> Python."""
+    """NaN/inf -> None recursively (JSON has no NaN), numpy values -> Python."""
     if isinstance(o, dict):
         return {str(k): _sanitise(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [_sanitise(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _sanitise(o.tolist())
     if isinstance(o, (float, np.floating)):
         return float(o) if math.isfinite(float(o)) else None
     if isinstance(o, np.integer):

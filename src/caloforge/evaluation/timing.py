@@ -24,7 +24,8 @@ import numpy as np
 
 from ..errors import CaloforgeError
 
-__all__ = ["TimingRow", "TimingResult", "time_generator", "time_callable", "machine_description"]
+__all__ = ["TimingRow", "TimingResult", "limit_threads", "machine_description", "time_callable",
+           "time_generator"]
 
 DEFAULT_BATCH_SIZES = (1, 100, 10_000)
 
@@ -172,8 +173,9 @@ def machine_description() -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- helpers
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Limit torch's intra-op pool and the BLAS/OpenMP pools of numpy to ``n`` threads."""
+def limit_threads(n: int | None) -> Iterator[None]:
+    """Limit torch's intra-op pool and the BLAS/OpenMP pools of numpy to ``n`` threads
+    inside the block (None: leave them), restored afterwards."""
     if n is None:
         yield
         return
@@ -330,7 +332,7 @@ def time_generator(
     if reference is None:
         ref_s = None
     elif callable(reference):
-        with _threads(1), torch.no_grad():
+        with limit_threads(1), torch.no_grad():
             t = time_callable(reference, maker(reference_input_kind, "cpu"), reference_batch_size,
                               n_warmup=n_warmup, n_repeats=n_repeats, max_seconds=max_seconds)
         ref_s = statistics.median(t) / reference_batch_size
@@ -349,7 +351,7 @@ def time_generator(
             sync = (lambda d=device: torch.cuda.synchronize(d)) if is_cuda else None
             for threads in ([None] if is_cuda else thread_counts):
                 for b in batch_sizes:
-                    with _threads(threads), torch.no_grad():
+                    with limit_threads(threads), torch.no_grad():
                         times = time_callable(gen, maker(input_kind, device), int(b),
                                               n_warmup=n_warmup, n_repeats=n_repeats,
                                               max_seconds=max_seconds, synchronize=sync)

@@ -138,8 +138,8 @@ class CaloClouds2Config:
     calibration_showers: int = 40_000
     calibration_threshold_mev: float = 0.1
     #: at most this many points in one network pass at generation; None: 65 536 on a
-    #: CPU (activations then stay below the allocator's mmap threshold: measured 2x faster
-    #: than 2M-point passes, a third of the system time), 2M on a GPU
+    #: CPU (activations then stay below the allocator's mmap threshold: measured 1.8x faster
+    #: than 2M-point passes, with a third of their system time), 2M on a GPU
     max_points_per_pass: int | None = None
     #: fraction of the training file held out for validation losses
     validation_fraction: float = 0.05
