@@ -1,4 +1,4 @@
-"""Generation time per shower of CaloClouds II, the paper's protocol (Tab. 3, spec 6.4).
+"""Generation time per shower of CaloClouds II, the paper's protocol (Tab. 3 and §4.4 of the paper).
 
 Usage::
 
@@ -6,7 +6,7 @@ Usage::
     python benchmarks/bench_caloclouds.py --json bench_caloclouds.json
     python benchmarks/bench_caloclouds.py --model path/to/checkpoint --repeats 10
 
-What is timed (the reference code's scope, spec 6.4 and A19): one ``CaloClouds2.sample``
+What is timed (the reference code's scope: the paper's Tab. 3 and §4.4; docs/caloclouds.md, A19): one ``CaloClouds2.sample``
 call per run, i.e. Shower Flow -> N calibration -> PointWise Net -> calibrations, the
 projection onto cells excluded; incident energies uniform in 10-90 GeV; on the CPU with
 ONE thread (torch and the BLAS pools) at batch 1, and on the GPU at batch 64 when CUDA is

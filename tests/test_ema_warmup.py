@@ -1,4 +1,4 @@
-"""EMA with the inverse-decay warm-up (CaloClouds II diffusion EMA, spec 3.5 / A13), and the
+"""EMA with the inverse-decay warm-up (CaloClouds II diffusion EMA, docs/caloclouds.md, A13), and the
 constant decay left as it was."""
 
 import pytest

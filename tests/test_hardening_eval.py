@@ -96,7 +96,8 @@ def test_report_marks_a_degenerate_error_instead_of_printing_it():
     f = compute_features(toy_showers(G, 400, rng=5))
     a, b = f.subset(slice(0, 200)), f.subset(slice(200, 400))
     opts = EvaluationOptions(classifier="none", kpd_batch_size=200, kpd_batches=4,
-                             fpd_min_samples=100, fpd_sizes=3, fpd_batches=2)
+                             fpd_min_samples=100, fpd_sizes=3, fpd_batches=2,
+                             convention="caloforge")
     m, _, _ = compare(a, b, G, options=opts)
     assert m["kpd"].value is not None and m["kpd"].error is None
     assert "N = batch size" in m["kpd"].note
@@ -194,6 +195,17 @@ def test_official_fpd_by_hand():
     # the bound: a sample against itself cannot go below 0 (the caloforge FPD can)
     assert fpd_official(x, x, min_samples=lo, max_samples=hi, n_points=points,
                         n_batches=batches)[0] >= 0.0
+
+
+def test_official_fpd_fits_distances_far_from_one():
+    """A poor model's scaled features give distances of 1e12; the fit must follow them
+    (scipy's curve_fit from its default start stopped there and returned exactly 1.0)."""
+    from caloforge.evaluation import fpd_official
+
+    data = np.random.default_rng(5)
+    x, y = data.normal(size=(400, 3)), data.normal(size=(400, 3)) + 1e6
+    v, e = fpd_official(x, y, min_samples=200, max_samples=500, n_points=5, n_batches=3)
+    assert v == pytest.approx(3e12, rel=1e-3) and e < 1e-3 * v
 
 
 def test_official_kpd_by_hand():

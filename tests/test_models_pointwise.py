@@ -122,7 +122,7 @@ def test_residual_adds_the_input():
 
 
 def test_paper_size_parameter_count():
-    # spec §3.2: 4-128-256-512-256-128-4, context 66, time Linear(64, 64): 504,920
+    # the paper's network: 4-128-256-512-256-128-4, context 66, time Linear(64, 64): 504,920
     net = PointWiseNet()
     assert net.n_parameters() == 504_920
     assert net.fourier.w.shape == (32,) and "fourier.w" in net.state_dict()

@@ -64,7 +64,7 @@ def test_transposed_conv_commutes_with_angular_roll(kernel, stride_z):
 
 
 def test_literal_algorithm2_is_not_equivariant():
-    # spec A3: trimming without wrap-add drops the wrapped contributions
+    # docs/calovq.md, A3: trimming without wrap-add drops the wrapped contributions
     torch.manual_seed(2)
     conv = CylindricalConvTranspose2d(2, 2, 3, wrap=False)
     x = torch.randn(1, 2, 4, 8)

@@ -24,7 +24,7 @@ def test_x_space_mapping_round_trip_and_range():
     x = x_from_fractions(f, 1.0, 3000.0, 7.0)
     torch.testing.assert_close(fractions_from_x(x, 1.0, 3000.0, 7.0), f)
     assert x[0] == 0.0 and math.isclose(float(x[-1]), math.log(3001.0) / 7.0)
-    assert math.isclose(VQObjective().x_max, 1.1439, abs_tol=1e-4)  # spec §1.2, ds2
+    assert math.isclose(VQObjective().x_max, 1.1439, abs_tol=1e-4)  # Calo-VQ's x_max for ds2 (docs/calovq.md)
 
 
 def _fake_output(f, codebook, commitment):

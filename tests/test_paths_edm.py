@@ -1,4 +1,4 @@
-"""EDM preconditioning (CaloClouds II Eq. 3.4 with spec A1), the consistency-model boundary
+"""EDM preconditioning (CaloClouds II Eq. 3.4 with docs/caloclouds.md, A1), the consistency-model boundary
 condition, and the EDM denoising loss."""
 
 import math
@@ -63,7 +63,7 @@ def test_coefficients_by_hand():
 def test_correct_scalings_give_unit_variance_and_the_printed_ones_do_not():
     """EDM's design rule: the network's input c_in (x0 + s n) and its effective target
     (x0 - c_skip x) / c_out have unit variance when std(x0) = sigma_data. The paper's
-    printed (swapped) c_in = s sd / sqrt(sd^2 + s^2) fails the same check (spec A1)."""
+    printed (swapped) c_in = s sd / sqrt(sd^2 + s^2) fails the same check (docs/caloclouds.md, A1)."""
     g = torch.Generator().manual_seed(0)
     x0 = 0.5 * torch.randn(100_000, generator=g, dtype=torch.float64)
     n = torch.randn(100_000, generator=g, dtype=torch.float64)

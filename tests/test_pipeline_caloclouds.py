@@ -147,7 +147,7 @@ def test_diffusion_loss_falls_and_samples_move_toward_the_data(clouds, tmp_path)
     first, last = np.mean(train_losses[:3]), np.mean(train_losses[-3:])
     assert last < 0.7 * first, train_losses
     # samples: the radial distribution of the points (no calibration sets it: the clean
-    # test of the diffusion model, spec 6.5) is closer to the data's than that of the
+    # test of the diffusion model, docs/caloclouds.md) is closer to the data's than that of the
     # network at its initialisation, sampled with the same noise
     ref = read_point_clouds(clouds)
     trained = load_generator(tmp_path / "m")

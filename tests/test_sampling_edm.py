@@ -73,7 +73,7 @@ def test_karras_sigmas_endpoints_monotonicity_and_length():
     assert s.shape == (14,) and s.dtype == torch.float64
     assert s[0].item() == 80.0 and s[-2].item() == 0.002 and s[-1].item() == 0.0
     assert (s[1:] < s[:-1]).all()
-    # the spec's formula at i = 6 of 13: (80^(1/7) + 6/12 (0.002^(1/7) - 80^(1/7)))^7
+    # the Karras et al. schedule at i = 6 of 13: (80^(1/7) + 6/12 (0.002^(1/7) - 80^(1/7)))^7
     hand = (80 ** (1 / 7) + 0.5 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
     assert s[6].item() == pytest.approx(hand, rel=1e-12)
     assert karras_sigmas(1).tolist() == [80.0, 0.0]

@@ -84,7 +84,7 @@ def test_sparsity_and_shape_in_sanity_ranges(e_gev, zero_range, lit_range, peak_
     peak = int(img.sum((2, 3)).mean(0).argmax())
     assert peak_range[0] <= peak <= peak_range[1]
     r = img.sum((1, 2)).sum(0)
-    assert 0.70 < r[0] / r.sum() < 0.82  # spec 4.3: about 0.75-0.77 in the first r-bin
+    assert 0.70 < r[0] / r.sum() < 0.82  # docs/simulation.md: about 0.75-0.77 in the first r-bin
 
 
 def test_mean_depth_grows_with_energy():

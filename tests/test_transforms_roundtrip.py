@@ -181,7 +181,7 @@ def test_tokenizer_layout_and_exact_levels():
 
 @pytest.mark.parametrize("mapping", ["linear", "log"])
 def test_tokenizer_round_trip_small_layer_fractions(mapping, capsys):
-    """Round-trip error of R = E_layer / E_inc, including small layer fractions (spec A4)."""
+    """Round-trip error of R = E_layer / E_inc, including small layer fractions (docs/calovq.md, A4)."""
     rng = np.random.default_rng(0)
     # layer fractions spanning 1e-6 .. 2 (dimensionless, E_layer / E_inc), plus exact zeros
     r = 10 ** rng.uniform(-6, np.log10(2), size=(5000, 5))
@@ -189,7 +189,7 @@ def test_tokenizer_round_trip_small_layer_fractions(mapping, capsys):
     r = torch.tensor(r)
     t = T.DigitTokenizer(mapping=mapping).fit(r)
     back = _reload(t).decode(t.encode(r))
-    assert (back[:10, 2] == 0).all()  # empty layers stay exactly 0 (spec A15)
+    assert (back[:10, 2] == 0).all()  # empty layers stay exactly 0
     nz = r > 0
     rel = ((back - r).abs() / r)[nz]
     small = nz & (r < 1e-3)

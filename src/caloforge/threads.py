@@ -12,7 +12,21 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["available_cpus", "set_threads"]
+__all__ = ["available_cpus", "passive_openmp_waits", "set_threads"]
+
+
+def passive_openmp_waits() -> None:
+    """Let idle OpenMP threads sleep instead of spinning, unless the user chose a policy.
+
+    torch's CPU kernels run on libgomp, whose threads spin between parallel regions. On a
+    machine whose cores are busy with other work the spinning threads take the cores
+    the working ones need: ``generate`` with 2 threads on a loaded 2-core box took 50-70 s
+    instead of 11 s, at 5x the CPU time; with ``OMP_WAIT_POLICY=PASSIVE`` it took 11 s
+    (``scripts/hostile_inputs.py``, row 31). OpenMP reads the variable once, when torch is
+    imported, so the ``caloforge`` command calls this first; ``OMP_WAIT_POLICY=active``
+    in the environment restores spinning.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _cgroup_quota() -> float | None:

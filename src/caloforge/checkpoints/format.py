@@ -36,7 +36,7 @@ import torch
 
 from .._version import __version__
 from ..errors import CheckpointError
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, is_environment_error, is_stale_temporary, output_error
 
 __all__ = [
     "FORMAT_VERSION",
@@ -109,11 +109,21 @@ def provenance() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ helpers
+def _unreadable(path: Path, exc: OSError) -> CheckpointError:
+    """The one-line error for a checkpoint file the process cannot read."""
+    reason = "permission denied" if isinstance(exc, PermissionError) else \
+        str(exc.strerror or exc).lower()
+    return CheckpointError(f"cannot read {path}: {reason}")
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:  # permissions, a directory in the way, I/O errors
+        raise _unreadable(path, exc) from None
     return h.hexdigest()
 
 
@@ -163,7 +173,14 @@ def _load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, t
     try:
         return load_file(str(path), device=str(device))
     except FileNotFoundError as exc:
+        if Path(path).exists():  # safetensors reports any failure to open as "not found"
+            try:
+                open(path, "rb").close()
+            except OSError as why:
+                raise _unreadable(path, why) from None
         raise CheckpointError(f"missing weights file {path}") from exc
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
     except Exception as exc:  # safetensors raises its own error types on bad headers
         raise CheckpointError(f"corrupt or truncated weights file {path}: {exc}") from exc
 
@@ -199,6 +216,8 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory} is not a caloforge checkpoint: no {MANIFEST_NAME}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"corrupt {path}: not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT_TAG:
@@ -469,7 +488,8 @@ def save_trainer_state(
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     final = d / f"{stage}.trainer"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stage}.trainer.", dir=d))
+    _remove_stale_state_dirs(d, stage)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stage}.trainer.p{os.getpid()}-", dir=d))
     try:
         from safetensors.torch import save_file
 
@@ -487,10 +507,35 @@ def save_trainer_state(
         os.replace(tmp, final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_environment_error(exc):  # a full disk, permissions: one line, not a traceback
+            raise output_error(str(final), exc) from None
         raise
     return final
+
+
+def _remove_stale_state_dirs(d: Path, stage: str) -> None:
+    """Remove the half-written state directories ``.<stage>.trainer.p<PID>-*`` of killed
+    runs (and the older naming without a process id), and a swapped-out old copy
+    ``.<stage>.trainer.old-<PID>`` of a dead process once the new state is in place: a
+    run killed while saving must not leave a copy of its optimiser state behind."""
+    prefix = f".{stage}.trainer."
+    for p in d.iterdir():
+        if not p.name.startswith(prefix) or p.is_symlink() or not p.is_dir():
+            continue
+        rest = p.name[len(prefix):]
+        try:
+            if rest.startswith("old-"):
+                pid = rest[4:]
+                stale = (d / f"{stage}.trainer").is_dir() and pid.isdigit() and \
+                    is_stale_temporary(f"p{pid}-", p.stat().st_mtime)
+            else:
+                stale = is_stale_temporary(rest, p.stat().st_mtime)
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def load_trainer_state(
@@ -508,6 +553,8 @@ def load_trainer_state(
         meta = json.loads((d / "state.json").read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise CheckpointError(f"resume state {d} lacks state.json") from exc
+    except OSError as exc:
+        raise _unreadable(d / "state.json", exc) from None
     except ValueError as exc:
         raise CheckpointError(f"corrupt resume state {d / 'state.json'}: {exc}") from exc
     if not isinstance(meta, dict) or not meta.get("tensors_sha256"):

@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.timing import time_generator
     from ..pipelines import load_generator
     from ..simulation import simulate_point_clouds, simulate_showers
+    from ._common import check_device
 
+    for device in args.device or ():  # before loading and timing anything
+        check_device(device, option="--device")
     model = load_generator(args.model)
     if args.solver is not None:
         if not hasattr(model, "set_solver"):

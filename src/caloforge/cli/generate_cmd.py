@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "over 10 - 90 GeV)")
     src.add_argument("--energies-from", default=None, metavar="FILE",
                      help="take the incident energies of this file (default n: all of them)")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="showers per model call (default: 1000; on a CPU fewer for large "
+                   "geometries, ds3: 258, to bound memory); the random stream depends on it")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
@@ -66,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..io import check_input_path, check_output_path
     from ..pipelines import generate_to_file
-    from ..pipelines.generate import generate_points_to_file
+    from ..pipelines.generate import default_batch_size, generate_points_to_file
     from ..simulation import parse_energy_spectrum
     from ..threads import set_threads
 
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
     if args.threshold is not None and not args.threshold >= 0:
         raise ConfigError("--threshold must be >= 0 (MeV)")
@@ -112,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
         if not hasattr(model, "set_solver"):
             raise ConfigError(f"--solver: {args.model} is not a flow-based model (no ODE solver)")
         model.set_solver(args.solver)
+    if args.batch_size is None:
+        args.batch_size = (1000 if points else
+                           default_batch_size(getattr(model, "geometry", None), args.device))
     if points:
         generate_points_to_file(model, energies, args.output, batch_size=args.batch_size,
                                 seed=args.seed, progress=not args.no_progress,

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from ..simulation import simulate_to_file
     from ..threads import set_threads
-    from ._common import check_device
+    from ._common import check_device, check_output_dir
     from .train_cmd import build_config
 
     if args.n_reference < 100 or (not args.pretrained_only and args.n_train < 100):
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.pretrained_only:
         config = build_config(preset, [], args.overrides)
     check_device(args.device, option="--device")
+    check_output_dir(args.out, option="-o")
     set_threads(args.threads)
     out = args.out
     os.makedirs(out, exist_ok=True)

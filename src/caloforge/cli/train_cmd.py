@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import check_input_path
     from ..pipelines import pipeline_for_config, train_pipeline
     from ..threads import set_threads
+    from ._common import check_device, check_output_dir
 
     config = build_config(args.preset, args.config, args.overrides)
     spec = pipeline_for_config(config)
@@ -75,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown stage(s) {bad}; {args.preset} has "
                           f"{', '.join(spec.stage_names)}")
     check_input_path(args.data, option="--data")
+    check_output_dir(args.out, option="-o")
+    if args.device not in (None, "auto"):
+        check_device(args.device, option="--device")
     set_threads(args.threads)
     model = train_pipeline(config, args.data, args.out, stages=stages, resume=args.resume,
                            progress=not args.no_progress, device=args.device, seed=args.seed)

@@ -38,6 +38,16 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
             return toml.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path}: is a directory, expected a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path}: permission denied (the file is not readable)"
+                          ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror or exc})"
+                          ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"invalid TOML in {path}: not UTF-8 text") from None
     except toml.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML in {path}: {exc}") from exc
 

@@ -7,6 +7,7 @@ from .classifier import (
     CLASSIFIER_PRESETS,
     ClassifierPreset,
     ClassifierResult,
+    LowLevelInputs,
     classifier_test,
     low_level_inputs,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "high_level_vector",
     "kpd",
     "log_voxels",
+    "LowLevelInputs",
     "low_level_inputs",
     "make_plots",
     "mmd2_unbiased_poly",

@@ -244,6 +244,11 @@ def _chunk_features(data: ShowerData, threshold: float, mats: _FeatureMatrices) 
     )
 
 
+# voxels per chunk: ds3 in chunks of 123 showers, ds2 of 771; smaller chunks cost
+# little time (the work is per voxel) and keep an evaluation's memory flat
+_CHUNK_VOXELS = 5_000_000
+
+
 def compute_features(source, *, geometry: CylindricalGeometry | None = None,
                      threshold: float | None = None, max_showers: int | None = None,
                      chunk_size: int | None = None, start: int = 0,
@@ -256,8 +261,8 @@ def compute_features(source, *, geometry: CylindricalGeometry | None = None,
         geometry: needed only for a path whose geometry cannot be detected.
         threshold: voxel threshold in MeV (default :func:`default_threshold`).
         max_showers: use only the first ``max_showers`` showers (from ``start``).
-        chunk_size: showers per chunk (default: about 40M voxels per chunk, so memory
-            stays near 0.7 GB whatever the geometry); peak memory is about
+        chunk_size: showers per chunk (default: about 5M voxels per chunk, so memory
+            stays near 0.1 GB whatever the geometry); peak memory is about
             ``chunk_size * V * 16`` bytes plus the features themselves.
         rows: use exactly these rows (increasing row numbers), e.g. a random subset;
             excludes ``start`` and ``max_showers``.
@@ -270,7 +275,7 @@ def compute_features(source, *, geometry: CylindricalGeometry | None = None,
         if start or max_showers is not None:
             raise ValueError("give rows, or start / max_showers, not both")
     if chunk_size is None and not isinstance(source, (str, bytes)) and hasattr(source, "geometry"):
-        chunk_size = max(100, int(4e7 // source.geometry.n_voxels))
+        chunk_size = max(100, int(_CHUNK_VOXELS // source.geometry.n_voxels))
     if isinstance(source, ShowerData):
         g = source.geometry
         if rows is not None:

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["split_halves"]
+__all__ = ["HALF_A", "HALF_B", "split_halves"]
+
+
+#: The halves as slices (even rows, odd rows): indexing with them makes views, not copies.
+HALF_A, HALF_B = slice(0, None, 2), slice(1, None, 2)
 
 
 def split_halves(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the two halves of ``n`` reference showers: (even rows, odd rows)."""
+    """Indices of the two halves of ``n`` reference showers: (even rows, odd rows), the
+    rows of :data:`HALF_A` and :data:`HALF_B`."""
     idx = np.arange(int(n))
-    return idx[0::2], idx[1::2]
+    return idx[HALF_A], idx[HALF_B]

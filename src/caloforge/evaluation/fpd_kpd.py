@@ -58,15 +58,22 @@ def _gaussian_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     """Fréchet (2-Wasserstein squared) distance between N(mu1, cov1) and N(mu2, cov2).
 
-    ``Tr sqrt(S1 S2)`` is computed as ``sum sqrt(eig(A S2 A))`` with ``A = S1^{1/2}``
-    (symmetric, so two symmetric eigendecompositions replace a general matrix square
-    root; negative round-off eigenvalues are clipped at 0).
+    ``Tr sqrt(S1 S2)`` is computed as ``sum sqrt(eig(L^T S2 L))`` with ``S1 = L L^T``
+    (Cholesky; for a singular S1, ``L = S1^{1/2}`` from its eigendecomposition), so a
+    symmetric eigenvalue problem replaces a general matrix square root; negative
+    round-off eigenvalues are clipped at 0.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
-    w, v = np.linalg.eigh(0.5 * (cov1 + cov1.T))
-    a = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-    m = a @ cov2 @ a
+    try:
+        # S1 = L L^T: Tr sqrt(S1 S2) = Tr sqrt(L^T S2 L), one Cholesky and one
+        # eigenvalues-only decomposition (about 3x faster than two eigh)
+        chol = np.linalg.cholesky(0.5 * (cov1 + cov1.T))
+        m = chol.T @ cov2 @ chol
+    except np.linalg.LinAlgError:  # singular S1 (a constant feature): its square root
+        w, v = np.linalg.eigh(0.5 * (cov1 + cov1.T))
+        a = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+        m = a @ cov2 @ a
     ev = np.linalg.eigvalsh(0.5 * (m + m.T))
     tr_covmean = float(np.sqrt(np.clip(ev, 0.0, None)).sum())
     diff = mu1 - mu2
@@ -133,6 +140,7 @@ def fpd(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 10_000,
         raise InsufficientDataError(
             f"FPD extrapolation needs batches from {min_samples} up to at least "
             f"{int(1.5 * min_samples)} showers, got samples of {len(x_ref)} and {len(x_gen)}")
+    x_ref, x_gen, constant_term = _split_constant_columns(x_ref, x_gen)
     block = max(1, min_samples // 20)
     ref_b, gen_b = _BlockStats(x_ref, block, rng), _BlockStats(x_gen, block, rng)
     max_blocks = min(ref_b.n_blocks, gen_b.n_blocks, hi // block)
@@ -141,7 +149,7 @@ def fpd(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 10_000,
     vals = np.empty(len(blocks))
     for i, nb in enumerate(blocks):
         vals[i] = np.mean([frechet_distance(*ref_b.stats(nb, rng), *gen_b.stats(nb, rng))
-                           for _ in range(n_batches)])
+                           for _ in range(n_batches)]) + constant_term
     inv = 1.0 / sizes
     if len(inv) < 3:
         raise InsufficientDataError(f"FPD extrapolation needs at least 3 batch sizes, got {len(inv)}")
@@ -151,6 +159,18 @@ def fpd(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 10_000,
     dof = max(len(vals) - 2, 1)
     cov = np.linalg.inv(A.T @ A) * (resid @ resid) / dof
     return float(coef[1]), float(np.sqrt(max(cov[1, 1], 0.0)))
+
+
+def _split_constant_columns(x_ref: np.ndarray, x_gen: np.ndarray):
+    """``(x_ref, x_gen, term)`` without the columns constant in both samples.
+
+    Such a column (e.g. a layer no shower reaches) has zero variance in every batch: it
+    adds its squared mean difference ``term`` to every distance and nothing else. Taking
+    it out keeps the covariances invertible, so each distance takes the Cholesky path.
+    """
+    keep = (np.ptp(x_ref, axis=0) > 0) | (np.ptp(x_gen, axis=0) > 0)
+    term = float(np.sum((x_ref[0, ~keep] - x_gen[0, ~keep]) ** 2))
+    return x_ref[:, keep], x_gen[:, keep], term
 
 
 def _resampled_stats(x: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,12 +206,11 @@ def fpd_official(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 20_
     Returns:
         (value, error).
     """
-    from scipy.optimize import curve_fit
-
     rng = np.random.default_rng(rng)
     x_ref, x_gen = np.asarray(x_ref, np.float64), np.asarray(x_gen, np.float64)
     if min(len(x_ref), len(x_gen)) < 2:
         raise InsufficientDataError("FPD needs at least two showers per sample")
+    x_ref, x_gen, constant_term = _split_constant_columns(x_ref, x_gen)
     sizes = (1.0 / np.linspace(1.0 / min_samples, 1.0 / max_samples, n_points)).astype(np.int32)
     vals = []
     for size in sizes:
@@ -199,14 +218,36 @@ def fpd_official(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 20_
         for _ in range(n_batches):
             stats_ref = _resampled_stats(x_ref, rng.choice(len(x_ref), size=int(size)))
             stats_gen = _resampled_stats(x_gen, rng.choice(len(x_gen), size=int(size)))
-            fds.append(frechet_distance(*stats_ref, *stats_gen))
+            fds.append(frechet_distance(*stats_ref, *stats_gen) + constant_term)
         vals.append(np.mean(fds))
-    params, cov = curve_fit(lambda x, a, b: a + b * x, 1.0 / sizes, np.asarray(vals),
-                            bounds=([0.0, 0.0], [np.inf, np.inf]))
-    return float(params[0]), float(np.sqrt(max(np.diag(cov)[0], 0.0)))
+    return _fit_intercept(1.0 / sizes, np.asarray(vals))
 
 
-def _poly_kernel_sum(x: np.ndarray, y: np.ndarray, d: int, same: bool, block: int = 2048) -> float:
+def _fit_intercept(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``y = a + b x`` with ``a, b >= 0`` by least squares: ``(a, standard error of a)``.
+
+    The official code fits this with ``scipy.optimize.curve_fit`` from its default start
+    (1, 1); with x ~ 1e-5 and distances far from 1 (a poor model: 1e12 after scaling) that
+    iteration stops at the start and returns exactly (1, 0). This is the same constrained
+    least-squares problem solved directly (columns scaled to order 1), with the error
+    ``curve_fit`` reports for it: the (a, a) element of ``s^2 (J^T J)^-1``, s^2 the
+    residual variance.
+    """
+    from scipy.optimize import lsq_linear
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    sx, sy = float(np.max(np.abs(x))) or 1.0, float(np.max(np.abs(y))) or 1.0
+    jac = np.stack([np.ones_like(x), x / sx], axis=1)
+    sol = lsq_linear(jac, y / sy, bounds=([0.0, 0.0], [np.inf, np.inf]), method="bvls")
+    a, b = sol.x[0] * sy, sol.x[1] * sy / sx
+    resid = y - (a + b * x)
+    dof = max(len(x) - 2, 1)
+    design = np.stack([np.ones_like(x), x], axis=1)
+    cov = np.linalg.pinv(design.T @ design) * float(resid @ resid) / dof
+    return float(a), float(np.sqrt(max(cov[0, 0], 0.0)))
+
+
+def _poly_kernel_sum(x: np.ndarray, y: np.ndarray, d: int, same: bool, block: int = 512) -> float:
     """Sum of (x.y/d + 1)^4 over all pairs (i != j when ``same``), in blocks."""
     # float32 dot products (the expensive part), kernel and sums in float64: generated
     # features may exceed the reference's scale by orders of magnitude, and a float32
@@ -238,6 +279,39 @@ def mmd2_unbiased_poly(x: np.ndarray, y: np.ndarray) -> float:
     return float(kxx + kyy - 2.0 * kxy)
 
 
+def _poly_kernel(x: np.ndarray, y: np.ndarray, d: int) -> np.ndarray:
+    """The (n, m) matrix (x.y/d + 1)^4, rounded as :func:`_poly_kernel_sum` rounds."""
+    k = (x.astype(np.float32) @ y.astype(np.float32).T).astype(np.float64)
+    k *= 1.0 / d
+    k += 1.0
+    k *= k
+    k *= k
+    return k
+
+
+def _bootstrap_mmd2(x: np.ndarray, y: np.ndarray, n_batches: int, batch: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Unbiased MMD^2 of ``n_batches`` batches drawn with replacement, from row counts.
+
+    A batch of ``batch`` rows drawn from a smaller sample repeats rows; with ``c`` the
+    number of times each row was drawn, the sum of k over pairs i != j of the batch is
+    ``c^T K c - sum_p c_p K_pp`` and the cross sum is ``c_x^T K_xy c_y``: the same numbers
+    as on the expanded batch (draws identical, rounding aside) in O(N^2) instead of
+    O(batch^2) (500 showers resampled to 5 000: a hundredth of the work).
+    """
+    d = x.shape[1]
+    kxx, kyy, kxy = _poly_kernel(x, x, d), _poly_kernel(y, y, d), _poly_kernel(x, y, d)
+    out = np.empty(n_batches)
+    for i in range(n_batches):
+        cx = np.bincount(rng.choice(len(x), batch, replace=True), minlength=len(x)).astype(np.float64)
+        cy = np.bincount(rng.choice(len(y), batch, replace=True), minlength=len(y)).astype(np.float64)
+        sxx = cx @ kxx @ cx - cx @ np.diag(kxx)
+        syy = cy @ kyy @ cy - cy @ np.diag(kyy)
+        sxy = cx @ kxy @ cy
+        out[i] = sxx / (batch * (batch - 1)) + syy / (batch * (batch - 1)) - 2.0 * sxy / (batch * batch)
+    return out
+
+
 def kpd(x_ref: np.ndarray, x_gen: np.ndarray, *, n_batches: int = 10, batch_size: int = 10_000,
         rng: np.random.Generator | int | None = 0, replace: bool = False,
         quantiles: tuple[float, float] = (16.0, 84.0)) -> tuple[float, float | None]:
@@ -263,11 +337,15 @@ def kpd(x_ref: np.ndarray, x_gen: np.ndarray, *, n_batches: int = 10, batch_size
             f"KPD needs at least {batch_size} showers per sample, got {len(x_ref)} and {len(x_gen)}")
     if replace and n < 2:
         raise InsufficientDataError("KPD needs at least two showers per sample")
-    vals = np.array([
-        mmd2_unbiased_poly(x_ref[rng.choice(len(x_ref), batch_size, replace=replace)],
-                           x_gen[rng.choice(len(x_gen), batch_size, replace=replace)])
-        for _ in range(n_batches)
-    ])
+    if replace and 2 * max(len(x_ref), len(x_gen)) <= batch_size:
+        vals = _bootstrap_mmd2(np.asarray(x_ref, np.float64), np.asarray(x_gen, np.float64),
+                               n_batches, batch_size, rng)
+    else:
+        vals = np.array([
+            mmd2_unbiased_poly(x_ref[rng.choice(len(x_ref), batch_size, replace=replace)],
+                               x_gen[rng.choice(len(x_gen), batch_size, replace=replace)])
+            for _ in range(n_batches)
+        ])
     q_lo, q_hi = np.percentile(vals, list(quantiles))
     error = float(0.5 * (q_hi - q_lo))
     if kpd_error_note(len(x_ref), len(x_gen), batch_size, replace=replace) is not None:

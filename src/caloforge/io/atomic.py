@@ -44,7 +44,14 @@ __all__ = [
 #: errno values of a write that fails because of the machine, not of caloforge.
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
                        errno.EFBIG, errno.EIO, errno.EISDIR, errno.ENOTDIR}
-_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)")
+#: the errno of a failed write inside an exception's text: h5py's ``errno = 28``, or a Rust
+#: I/O error's ``(os error 28)`` (safetensors raises a plain SafetensorError with it)
+_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)|os error (\d+)")
+
+
+def _errno_in_text(exc: BaseException) -> int | None:
+    m = _ERRNO_IN_TEXT.search(str(exc))
+    return int(m.group(1) or m.group(2)) if m else None
 
 
 def _process_start_time() -> float:
@@ -138,9 +145,8 @@ def check_interrupted() -> None:
 # ---------------------------------------------------------------- targets
 def _reason(exc: BaseException) -> str:
     code = getattr(exc, "errno", None)
-    if code is None:  # h5py puts the errno of a failed write in its message
-        m = _ERRNO_IN_TEXT.search(str(exc))
-        code = int(m.group(1)) if m else None
+    if code is None:  # h5py and safetensors put the errno of a failed write in the text
+        code = _errno_in_text(exc)
     if code is not None and code in _ENVIRONMENT_ERRNOS:
         return os.strerror(code).lower()
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -148,18 +154,22 @@ def _reason(exc: BaseException) -> str:
 
 
 def is_environment_error(exc: BaseException) -> bool:
-    """True for an OSError (or h5py error) caused by the machine: full disk, permissions."""
-    if not isinstance(exc, (OSError, RuntimeError)):
+    """True for an OSError (or h5py or safetensors error) caused by the machine: full
+    disk, permissions."""
+    if not isinstance(exc, (OSError, RuntimeError)) and \
+            type(exc).__name__ != "SafetensorError":
         return False
     code = getattr(exc, "errno", None)
     if code is None:
-        m = _ERRNO_IN_TEXT.search(str(exc))
-        code = int(m.group(1)) if m else None
+        code = _errno_in_text(exc)
     return code in _ENVIRONMENT_ERRNOS
 
 
 def output_error(path: str, exc: BaseException, *, removed: bool = True) -> OutputError:
-    """The one-line error for a failed write of ``path``."""
+    """The one-line error for a failed write of ``path`` (an OutputError passes unchanged:
+    a writer's own check, e.g. for free space, is not wrapped a second time)."""
+    if isinstance(exc, OutputError):
+        return exc
     tail = "; the temporary file was removed" if removed else ""
     return OutputError(f"cannot write {path}: {_reason(exc)}{tail}")
 
@@ -198,6 +208,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def is_stale_temporary(name_rest: str, mtime: float) -> bool:
+    """Whether a temporary whose name continues with ``name_rest`` after its prefix was
+    left by a killed writer: ``p<PID>-...`` when that process no longer runs (and is not
+    this one), an older naming without a process id when older than this process."""
+    m = re.match(r"p(\d+)-", name_rest)
+    if m:
+        pid = int(m.group(1))
+        return pid != os.getpid() and not _pid_alive(pid)
+    return mtime < _PROCESS_START
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
     """Remove temporaries ``.NAME.*.tmp`` of the target ``path`` left by killed writers.
 
@@ -220,17 +241,11 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
         full = os.path.join(directory, name)
-        m = re.match(r"p(\d+)-", name[len(prefix):])
         try:
             st = os.lstat(full)
             if not os.path.isfile(full) or os.path.islink(full):
                 continue
-            if m:
-                pid = int(m.group(1))
-                stale = pid != os.getpid() and not _pid_alive(pid)
-            else:
-                stale = st.st_mtime < _PROCESS_START
-            if stale:
+            if is_stale_temporary(name[len(prefix):], st.st_mtime):
                 os.remove(full)
                 removed.append(full)
         except OSError:

@@ -2,7 +2,7 @@
 
 The layout follows the GPT-2 family (pre-LayerNorm, fused qkv projection, 4x MLP with
 GELU), which gives 12 d^2 + 13 d parameters per block — the count behind Table 6's
-stage-2 sizes (docs/calovq.md §1.8).
+stage-2 sizes (docs/calovq.md, "Shared vocabulary").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Consistency distillation (Song et al. 2023; CaloClouds II CM, spec section 5, A14).
+"""Consistency distillation (Song et al. 2023; CaloClouds II CM, docs/caloclouds.md, A14).
 
 A student consistency function f (preconditioned with
 :class:`~caloforge.paths.ConsistencyPreconditioning`, so f(x, eps) = x) learns to map every
@@ -14,7 +14,8 @@ end. With boundaries eps = s_1 < ... < s_N = sigma_max (EDM schedule, N = 18), o
 
 The target network is an EMA of the student (:class:`~caloforge.training.EMA`, fixed decay
 0.95 in CaloClouds II). The paper's formula for step 3 reads like a single denoiser call;
-the text's "one ODE solver step" and the reference code make it a Heun step (A14).
+the text's "one ODE solver step" and the reference code make it a Heun step
+(docs/caloclouds.md, A14).
 """
 
 from __future__ import annotations

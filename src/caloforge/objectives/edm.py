@@ -1,4 +1,5 @@
-"""EDM denoising loss (Karras et al. 2022; CaloClouds II Eq. 3.5 with EDM weighting, spec A3).
+"""EDM denoising loss (Karras et al. 2022; CaloClouds II Eq. 3.5 with EDM weighting,
+docs/caloclouds.md, A3).
 
     L = < lambda(sigma) [ D(x0 + sigma n; sigma) - x0 ]^2 >,
         ln sigma ~ N(p_mean, p_std^2) (one per sample),  n ~ N(0, I),

@@ -14,7 +14,8 @@ with c_skip = sd^2 / (sd^2 + sigma^2), c_out = sigma sd / sqrt(sd^2 + sigma^2),
 c_in = 1 / sqrt(sd^2 + sigma^2), c_noise = ln(sigma) / 4 and sd = sigma_data. These are
 EDM's forms: c_in makes the network's input unit-variance and c_out its effective target
 (x0 - c_skip x) / c_out unit-variance when the data have standard deviation sigma_data.
-The CaloClouds II paper prints c_in and c_out swapped (spec A1), which gives neither.
+The CaloClouds II paper prints c_in and c_out swapped (docs/caloclouds.md, A1), which
+gives neither.
 
 Networks on this path predict the data ("data" prediction, the denoiser D); the
 probability-flow ODE is dx/dsigma = (x - D(x; sigma)) / sigma, which the samplers of
@@ -22,9 +23,9 @@ probability-flow ODE is dx/dsigma = (x - D(x; sigma)) / sigma, which the sampler
 ln sigma ~ N(p_mean, p_std^2) and weights the squared error by
 lambda(sigma) = 1 / c_out^2 = (sigma^2 + sd^2) / (sigma sd)^2.
 
-:class:`ConsistencyPreconditioning` is the consistency-model variant (Song et al. 2023,
-spec section 5): c_skip and c_out shifted by sigma_min, so that f(x, sigma_min) = x holds
-exactly whatever the network returns.
+:class:`ConsistencyPreconditioning` is the consistency-model variant (Song et al. 2023;
+docs/caloclouds.md, 'Consistency distillation'): c_skip and c_out shifted by sigma_min,
+so that f(x, sigma_min) = x holds exactly whatever the network returns.
 """
 
 from __future__ import annotations
@@ -138,7 +139,10 @@ class EDMPreconditioning(ProbabilityPath):
         return torch.log(_as_sigma(sigma)) / 4
 
     def loss_weight(self, sigma: float | Tensor) -> Tensor:
-        """EDM's lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 = 1 / c_out^2 (spec A3)."""
+        """EDM's lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 = 1 / c_out^2.
+
+        The weighting of docs/caloclouds.md, A3.
+        """
         sigma = _as_sigma(sigma)
         sd2 = self.sigma_data**2
         return (sigma**2 + sd2) / (sigma**2 * sd2)
@@ -222,9 +226,10 @@ class ConsistencyPreconditioning(EDMPreconditioning):
     """Consistency-model parameterisation f(x, sigma) with f(x, sigma_min) = x exactly.
 
     c_skip = sd^2 / ((sigma - eps)^2 + sd^2), c_out = (sigma - eps) sd / sqrt(sigma^2 + sd^2)
-    and c_in, c_noise as EDM's, with eps = sigma_min (Song et al. 2023, spec section 5). At
-    sigma = eps, c_skip is 1 and c_out 0 in floating point, so ``denoise`` returns x
-    bit for bit for any finite network output. For sigma >> eps both approach EDM's.
+    and c_in, c_noise as EDM's, with eps = sigma_min (Song et al. 2023; docs/caloclouds.md,
+    'Consistency distillation'). At sigma = eps, c_skip is 1 and c_out 0 in floating
+    point, so ``denoise`` returns x bit for bit for any finite network output. For
+    sigma >> eps both approach EDM's.
 
     ``denoise`` here gives the consistency function f, not a denoiser; the path methods
     (noising, training noise levels, conversions) are EDM's and apply to denoiser outputs,

@@ -15,10 +15,27 @@ import torch
 from ..io import ShowerData, ShowerWriter
 from .base import ShowerGenerator, check_finite, validate_energies
 
-__all__ = ["CHUNK_BYTES", "SMALL_BATCH", "generate_points_to_file", "generate_to_file"]
+__all__ = ["CHUNK_BYTES", "CPU_BATCH_BYTES", "SMALL_BATCH", "default_batch_size",
+           "generate_points_to_file", "generate_to_file"]
 
-#: showers held in memory between writes, as float32 bytes (ds2: 10 000, ds3: 1 600)
-CHUNK_BYTES = 256 * 2**20
+#: showers held in memory between writes, as float32 bytes (ds2: 5 000, ds3: 800)
+CHUNK_BYTES = 128 * 2**20
+
+#: float32 bytes of one batch of showers when the caller gives no batch size on a CPU: a
+#: model's activations grow with its batch (measured, random-weight calovq-ds3-tiny, one
+#: thread: peak 1.31 GB at batch 1000, 0.72 GB at 250), so large geometries take smaller
+#: batches (ds3: 258; ds2 and ds1 keep 1000)
+CPU_BATCH_BYTES = 40 * 2**20
+
+
+def default_batch_size(geometry, device: str | torch.device = "cpu") -> int:
+    """The batch of ``caloforge generate`` when ``--batch-size`` is not given: 1000, or
+    fewer on a CPU for geometries of many voxels (:data:`CPU_BATCH_BYTES`)."""
+    n_voxels = getattr(geometry, "n_voxels", None)
+    if torch.device(device).type != "cpu" or not n_voxels:
+        return 1000
+    return int(max(1, min(1000, CPU_BATCH_BYTES // (4 * n_voxels))))
+
 
 #: Batches of fewer showers than this sample on one CPU thread unless the caller chose a
 #: thread count: handing out and joining the work of a tiny batch costs more than the
@@ -105,19 +122,26 @@ def generate_to_file(generator: ShowerGenerator, energies: np.ndarray, path: str
     with ShowerWriter(path, geometry, attrs=attrs) as w, \
             tqdm(total=len(energies), unit="shower", desc="generate",
                  disable=not progress) as bar:
+        # one buffer for the whole run, filled batch by batch and thresholded in place:
+        # no list of batches, no concatenated copy, so memory does not depend on how many
+        # chunks the run has (allocator fragmentation grew it by 25 % from 1k to 5k ds3)
+        buffer = np.empty((min(chunk, len(energies)), geometry.n_voxels), dtype=np.float32)
         for lo in range(0, len(energies), chunk):
             e = energies[lo:lo + chunk]
-            parts = []
+            filled = 0
             for blo in range(0, len(e), batch_size):
                 eb = torch.from_numpy(e[blo:blo + batch_size])
                 with _sampling_threads(n_threads):
                     showers = generator.sample(eb, batch_size=batch_size, generator=gen)
-                parts.append(check_finite(showers.detach().cpu(), "generated showers"))
+                showers = check_finite(showers.detach().cpu(), "generated showers")
+                buffer[filled:filled + len(eb)] = showers.reshape(len(eb), -1).numpy()
+                filled += len(eb)
+                del showers
                 bar.update(len(eb))
-            showers = torch.cat(parts).numpy()
+            block = buffer[:filled]
             if threshold_mev is not None and threshold_mev > 0:
-                showers = np.where(showers < threshold_mev, 0.0, showers).astype(showers.dtype)
-            w.write(ShowerData(e, showers, geometry))
+                block[block < threshold_mev] = 0.0
+            w.write(ShowerData(e, block, geometry))
 
 
 def generate_points_to_file(generator, energies: np.ndarray, path: str | os.PathLike, *,

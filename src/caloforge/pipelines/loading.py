@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import MANIFEST_NAME, load_checkpoint
-from ..errors import CaloforgeError, CheckpointError
+from ..errors import CaloforgeError, CheckpointError, ConfigError
 from .base import ShowerGenerator
 from .registry import get_pipeline
 
@@ -41,6 +41,16 @@ def resolve_checkpoint(spec: str | os.PathLike) -> Path:
     )
 
 
+def _check_device(device: str | torch.device) -> None:
+    """An unknown device is the user's error, reported before any weights are read."""
+    if isinstance(device, torch.device):
+        return
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"unknown device {device!r} (use cpu or cuda)") from None
+
+
 def load_generator(spec: str | os.PathLike, map_location: str | torch.device = "cpu", *,
                    verify: bool = True) -> ShowerGenerator:
     """Load any trained pipeline from its checkpoint directory or shipped-model name.
@@ -48,6 +58,7 @@ def load_generator(spec: str | os.PathLike, map_location: str | torch.device = "
     ``verify=False`` accepts weights without a recorded sha256 (hand-made checkpoints).
     """
     path = resolve_checkpoint(spec)
+    _check_device(map_location)
     config = load_checkpoint(path, verify=verify).config
     if not isinstance(config, dict) or "pipeline" not in config:
         raise CheckpointError(f"checkpoint {path} does not say which pipeline made it")

@@ -112,7 +112,7 @@ def _read(path: str | os.PathLike, geometry: CylindricalGeometry, max_showers: i
     with ShowerFile(path, geometry, option="--data") as f:
         n = len(f) if max_showers is None else min(len(f), max_showers)
         if n < 20:
-            raise ConfigError(f"{path}: {n} showers are too few to train on")
+            raise ConfigError(f"--data {path}: {n} showers are too few to train on (at least 20)")
         data = f.read(0, n)
     showers = torch.from_numpy(np.ascontiguousarray(data.showers, dtype=np.float32))
     energies = torch.from_numpy(data.incident_energies.astype(np.float64).reshape(-1))
@@ -128,14 +128,14 @@ def _read_points(path: str | os.PathLike, max_showers: int | None):
     n = point_cloud_file_length(path)
     n = n if max_showers is None else min(n, max_showers)
     if n < 20:
-        raise ConfigError(f"{path}: {n} showers are too few to train on")
+        raise ConfigError(f"--data {path}: {n} showers are too few to train on (at least 20)")
     read_point_clouds(path, 0, min(n, 4))  # fails early, with the file named, when unreadable
     with h5py.File(path, "r") as f:
         e_gev = np.asarray(f["energies"][:n], dtype=np.float64).reshape(-1)
         counts = np.asarray(f["num_points"][:n], dtype=np.int64)
     energies = torch.from_numpy(e_gev * 1000.0)
     if not torch.isfinite(energies).all() or (energies <= 0).any():
-        raise ConfigError(f"{path}: incident energies must be finite and positive")
+        raise ConfigError(f"--data {path}: incident energies must be finite and positive")
     return {"energies": e_gev, "num_points": counts}, None, energies
 
 

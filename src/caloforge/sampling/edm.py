@@ -14,8 +14,8 @@ from sigma_max to 0 on the EDM step schedule (:func:`karras_sigmas`):
 
 i = 0 ... n - 1, then sigma_n = 0 (rho = 7). "heun" is the second-order Heun method whose
 last step, to sigma = 0, is a plain Euler step (the field is singular there): n levels cost
-2n - 1 denoiser calls, 25 for CaloClouds II's 13 (spec A15). "euler" costs n. With
-``s_churn > 0`` it is EDM's stochastic sampler: before each step with
+2n - 1 denoiser calls, 25 for CaloClouds II's 13 (docs/caloclouds.md, A15). "euler" costs
+n. With ``s_churn > 0`` it is EDM's stochastic sampler: before each step with
 s_tmin <= sigma_i <= s_tmax, noise raises the level to sigma_hat = (1 + gamma) sigma_i,
 gamma = min(s_churn / n, sqrt(2) - 1), and the step starts from sigma_hat.
 
@@ -194,7 +194,8 @@ def consistency_sample(
     sigma_min: float = 0.002,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Sample a consistency model in ``len(sigmas)`` calls (spec section 5).
+    """Sample a consistency model in ``len(sigmas)`` calls (docs/caloclouds.md, 'Consistency
+    distillation').
 
     Args:
         fn: the consistency function ``fn(x, sigma)``, sigma (N,) in x's dtype.

@@ -41,7 +41,7 @@ __all__ = [
 #: Par04 sampling structure: one W/Si pair (mm).
 PAR04_W_MM, PAR04_SI_MM = 1.4, 0.3
 #: Longest GFlash step (X0); each readout layer is cut into equal steps no longer than
-#: about this (ds2/ds3: 8 steps of 0.1007 X0 per layer, as the spec's recipe).
+#: about this (ds2/ds3: 8 steps of 0.1007 X0 per layer; docs/simulation.md, Steps).
 STEP_X0 = 0.1
 #: Approximate ATLAS-like layer depths (X0) of the dataset-1 photon geometry; layers not
 #: listed hold no voxels and no material. Layer 12 stands for everything behind the

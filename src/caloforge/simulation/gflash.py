@@ -1,7 +1,7 @@
 """The GFlash parametrisation of electromagnetic showers in a sampling calorimeter.
 
-Grindhammer & Peters (hep-ex/0001020) with the recommended ([REC]) readings of the
-specification (docs/simulation.md): critical energy from X0 in g/cm^2, R_M,eff =
+Grindhammer & Peters (hep-ex/0001020) with the recommended ([REC]) readings of
+docs/simulation.md, 'The parametrisation': critical energy from X0 in g/cm^2, R_M,eff =
 (E_s/S)/rho_eff, t6 = 0.0421, sampling smear sigma/E = c_S/sqrt(E/GeV), the sampling spot
 count N_spot = (n1/c_S) (E/GeV)^n2, log/sigma guards, no EnergyStop, tau <= 10 and
 0 <= p <= 1. All functions work on many showers at once: arrays have a leading shower
@@ -31,7 +31,8 @@ __all__ = [
 
 #: Mean photon conversion depth in radiation lengths (9/7 X0).
 PHOTON_CONVERSION_X0 = 9.0 / 7.0
-#: Lowest y = E/E_c accepted: below it the fluctuation widths change sign (GFlash parametrisation, docs/simulation.md, 1.3).
+#: Lowest y = E/E_c accepted: below it the fluctuation widths change sign
+#: (docs/simulation.md, 'The parametrisation', Longitudinal).
 MIN_Y = 10.0
 #: Highest incident energy accepted (10 TeV, in MeV). The parametrisation was fitted to
 #: showers up to a few hundred GeV and is used here up to the CaloChallenge's 4 TeV;
@@ -73,7 +74,9 @@ class GFlashParameters:
 
 
 def longitudinal_means(ln_y: np.ndarray, medium: SamplingMedium) -> dict[str, np.ndarray]:
-    """Means, widths and correlation of (ln T, ln alpha) in the sampling medium (GFlash parametrisation, docs/simulation.md, 2.2).
+    """Means, widths and correlation of (ln T, ln alpha) in the sampling medium.
+
+    Geant4's sampling tuning (docs/simulation.md, 'The parametrisation', Longitudinal).
 
     Args:
         ln_y: ln(E / E_c,eff), shape (N,).
@@ -83,7 +86,8 @@ def longitudinal_means(ln_y: np.ndarray, medium: SamplingMedium) -> dict[str, np
         each of shape (N,).
     """
     z, fs, eh = medium.z_eff, medium.sampling_frequency, medium.e_over_mip
-    # Guards (GFlash parametrisation, docs/simulation.md, 1.3): log arguments >= 0.1, widths <= 0.5.
+    # Guards (docs/simulation.md, 'The parametrisation', Longitudinal): log arguments
+    # >= 0.1, widths <= 0.5.
     t_hom = np.maximum(-0.812 + ln_y, 0.1)
     a_hom = np.maximum(0.81 + (0.458 + 2.26 / z) * ln_y, 0.1)
     t_sam = np.maximum(t_hom - 0.55 / fs - 0.69 * (1.0 - eh), 0.1)
@@ -114,7 +118,10 @@ class ShapeDraws:
 
 def draw_shapes(rng: np.random.Generator, energy_mev: np.ndarray, medium: SamplingMedium,
                 params: GFlashParameters) -> ShapeDraws:
-    """Draw correlated (T, alpha) per shower (GFlash parametrisation, docs/simulation.md, 1.3 and 2.2) and the spot profile (3)."""
+    """Draw correlated (T, alpha) per shower and the spot profile.
+
+    docs/simulation.md, 'The parametrisation', Longitudinal and Spots.
+    """
     energy_mev = np.asarray(energy_mev, dtype=np.float64)
     y = energy_mev / medium.critical_energy_mev
     if np.any(y < MIN_Y):
@@ -144,7 +151,9 @@ def draw_shapes(rng: np.random.Generator, energy_mev: np.ndarray, medium: Sampli
 
 def radial_parameters(tau: np.ndarray, ln_e_gev: np.ndarray, medium: SamplingMedium,
                       params: GFlashParameters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """R_C, R_T (Moliere units) and p of the two-component radial profile (GFlash parametrisation, docs/simulation.md, 1.5, 2.3).
+    """R_C, R_T (Moliere units) and p of the two-component radial profile.
+
+    docs/simulation.md, 'The parametrisation', Radial profile.
 
     Args:
         tau: shower age, any shape (clamped to <= 10 here).
@@ -227,7 +236,8 @@ def simulate_steps(rng: np.random.Generator, energy_mev: np.ndarray, medium: Sam
     n_spots = np.floor(shapes.n_spot[:, None] * np.diff(cdf_s, axis=1)).astype(np.int64)
     n_spots = np.where(e_mean > 0.0, np.maximum(n_spots, 1), 0)
 
-    # Shower age at mid-step relative to the individual centre of gravity (GFlash parametrisation, docs/simulation.md, 1.5).
+    # Shower age at mid-step relative to the individual centre of gravity
+    # (docs/simulation.md, 'The parametrisation', Radial profile).
     t_mid = np.maximum(0.5 * (edges[1:] + edges[:-1])[None, :] - start[:, None], 0.0)
     t_cog = shapes.t_max * shapes.alpha / (shapes.alpha - 1.0)
     a_bar = np.maximum(shapes.alpha_mean, 1.1)

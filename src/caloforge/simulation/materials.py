@@ -1,6 +1,6 @@
 """Material constants and the homogenised sampling medium of GFlash.
 
-Values follow the GFlash specification (docs/simulation.md, spec sections 2.1 and 5):
+Values follow docs/simulation.md, 'The parametrisation' (Materials and Medium):
 radiation lengths from the Tsai formula as Geant4 computes them, Geant4 NIST densities,
 and the Grindhammer-Peters critical energy with the radiation length in g/cm^2 (never the
 millimetre-based variant of Geant4, which is a unit slip).
@@ -64,7 +64,7 @@ class Material:
         return self.x0_mm * E_SCALE_MEV / self.critical_energy_mev
 
 
-#: Tungsten (GFlash parametrisation, docs/simulation.md, section 5: X0 = 0.3504 cm = 6.763 g/cm^2).
+#: Tungsten (X0 = 0.3504 cm = 6.763 g/cm^2; docs/simulation.md, 'The parametrisation').
 W = Material("W", 74.0, 183.84, 19.30, 6.763, 1.145)
 #: Silicon (X0 = 9.366 cm = 21.82 g/cm^2).
 SI = Material("Si", 14.0, 28.0855, 2.33, 21.82, 1.664)
@@ -77,7 +77,9 @@ LAR = Material("LAr", 18.0, 39.948, 1.396, 19.55, 1.519)
 
 @dataclass(frozen=True)
 class SamplingMedium:
-    """Homogenised passive + active medium of a sampling calorimeter (GFlash parametrisation, docs/simulation.md, section 2.1).
+    """Homogenised passive + active medium of a sampling calorimeter.
+
+    docs/simulation.md, 'The parametrisation', Medium.
 
     Args:
         passive: absorber material (1), thickness ``d_passive_mm``.

@@ -17,8 +17,8 @@ class EMA:
     as a copy of the weights at construction. After k updates with constant weights p,
     ``s = p + (s0 - p) * decay**k``.
 
-    Warm-up (``warmup_power`` set; CaloClouds II's diffusion EMA, spec 3.5 / A13): update
-    number k = 0, 1, ... uses
+    Warm-up (``warmup_power`` set; CaloClouds II's diffusion EMA, docs/caloclouds.md, A13):
+    update number k = 0, 1, ... uses
 
         decay_k = min(decay, 1 - (1 + k / inv_gamma) ** -warmup_power),
 

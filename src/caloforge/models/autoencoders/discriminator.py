@@ -1,7 +1,7 @@
 """Discriminators for the adversarial term of stage 1 (Calo-VQ Eq. 3-4, "VQGAN").
 
-The paper does not give the architecture (docs/calovq.md §1.7). Our choice, documented in
-docs/calovq_networks.md:
+The paper does not give the architecture. Our choice, documented in docs/calovq_networks.md
+("Discriminator"):
 
 * :class:`CylindricalDiscriminator` — a conditional *patch* discriminator on the x-space
   calo-image (N, C, Z, A): cylindrical convolutions (so it respects the angular symmetry

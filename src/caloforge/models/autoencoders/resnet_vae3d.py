@@ -1,4 +1,4 @@
-"""CaloLatent's 3-D ResNet-like VAE (CaloLatent §2; spec 2.3, docs/calolatent.md).
+"""CaloLatent's 3-D ResNet-like VAE (CaloLatent §2; docs/calolatent.md, 'Networks').
 
 Input: the preprocessed voxel fractions as a volume (N, 1, L, A, R) = (N, 1, 45, 16, 9) for
 ds2 (layers, angular bins, radial bins), in standardised-logit space; condition (N, 46):

@@ -168,7 +168,7 @@ class ConditionalResNetMLP(nn.Module):
 
 
 class LayerDiffusionMLP(ConditionalResNetMLP):
-    """CaloLatent's layer-energy model: eps_hat(u_t, t, E_inc) (§2; spec 2.2).
+    """CaloLatent's layer-energy model: eps_hat(u_t, t, E_inc) (§2; docs/calolatent.md, 'Networks').
 
     Shapes: x (N, dim) preprocessed u at time t, t (N,), cond (N, 1) scaled E_inc
     -> eps_hat (N, dim).

@@ -1,9 +1,9 @@
 """CaloClouds II's Shower Flow: a conditional normalising flow over 65 shower features.
 
 It models p(x | E_inc) of the 65-d summary of a shower (N, E_vis, centres of gravity,
-relative points and energies per layer; spec §2) given the scaled incident energy, and is
-built from zuko's lazy transforms. Read in the density direction (data x -> noise z,
-zuko's convention), each of the ``blocks`` blocks is
+relative points and energies per layer; docs/caloclouds.md, 'Shower Flow') given the
+scaled incident energy, and is built from zuko's lazy transforms. Read in the density
+direction (data x -> noise z, zuko's convention), each of the ``blocks`` blocks is
 
     couplings x [affine coupling, permutation], permutation,
     element-wise monotonic rational-quadratic spline, couplings x [affine coupling, permutation]

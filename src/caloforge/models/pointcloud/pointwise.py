@@ -1,4 +1,5 @@
-"""CaloClouds II's PointWise Net: the per-point EDM denoiser network F (spec §3.2).
+"""CaloClouds II's PointWise Net: the per-point EDM denoiser network F (docs/caloclouds.md,
+'PointWise Net and EDM').
 
 Every point of a shower is processed independently by the same network, conditioned on a
 context vector shared by all points of that shower:
@@ -10,8 +11,8 @@ context vector shared by all points of that shower:
 * six ConcatSquash layers 4 -> 128 -> 256 -> 512 -> 256 -> 128 -> 4, each of which sees c
   (:class:`ConcatSquashLinear`), with LeakyReLU(0.01) between them and none after the last.
 
-The paper-size network has 504,920 trainable parameters (the count the spec gives); the
-Fourier frequencies are a buffer, not a parameter.
+The paper-size network has 504,920 trainable parameters (counted from the authors' code);
+the Fourier frequencies are a buffer, not a parameter.
 
 Shapes: x (N, P, point_dim), c_noise (N,), cond (N, cond_dim) -> (N, P, point_dim). P may
 be 0. The caller applies the EDM preconditioning (c_in, c_skip, c_out).

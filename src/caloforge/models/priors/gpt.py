@@ -1,9 +1,10 @@
 """GPT token prior of Calo-VQ stage 2 ([P] §5, Eq. 7, Table 6).
 
 A causal transformer over one shared vocabulary (1024 tokens: R digits and shower codes
-use the same ids, docs/calovq.md §1.8) and the sequence ``[R tokens][shower codes]`` with no
-separator. The condition (scaled incident energy, optionally a class id such as the
-particle type) is embedded into a learned *start* vector that takes position 0, so that
+use the same ids, docs/calovq.md, "Shared vocabulary") and the sequence
+``[R tokens][shower codes]`` with no separator. The condition (scaled incident energy,
+optionally a class id such as the particle type) is embedded into a learned *start*
+vector that takes position 0, so that
 
     position 0: start(cond)          -> predicts token 0
     position t: embed(token t-1)     -> predicts token t,  t = 1 … seq_len - 1

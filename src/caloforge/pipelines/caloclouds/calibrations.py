@@ -1,7 +1,8 @@
 """CaloClouds II calibrations: the number-of-points calibration and the post-diffusion steps.
 
-Sampling runs (CaloClouds II spec, section 4): Shower Flow sample → :class:`NCalibration`
-of N → integer points per layer → diffusion → :func:`calibrate`, which applies, in the
+Sampling runs (docs/caloclouds.md, 'Generation steps', whose step numbers are used here;
+A-numbers are the readings of that file): Shower Flow sample → :class:`NCalibration` of N
+→ integer points per layer → diffusion → :func:`calibrate`, which applies, in the
 reference's order,
 
 5. :func:`assign_layers`: sort each shower's points by generated z and hand them out to
@@ -85,7 +86,7 @@ def _coefficients(value: Any, name: str) -> tuple[float, ...] | None:
 
 @dataclass
 class NCalibration:
-    """Number-of-points calibration, N_cal = p_gen(p_data(N)) (spec section 4 step 2, A7).
+    """Number-of-points calibration, N_cal = p_gen(p_data(N)) (docs/caloclouds.md, step 2, A7).
 
     ``p_data`` maps a shower's point count to its cell count in the reference (cells at
     or above the 0.1 MeV threshold); ``p_gen`` maps the cell count back to the point

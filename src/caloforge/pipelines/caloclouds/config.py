@@ -1,7 +1,7 @@
 """CaloClouds II configuration.
 
 Everything the paper states is taken from it; what it leaves open follows the readings of
-``docs/caloclouds.md`` (the spec's reference-code facts where they settle a point), and
+``docs/caloclouds.md`` (the authors' public code where it settles a point), and
 every choice of ours is marked "ours" next to the value.
 """
 
@@ -29,8 +29,8 @@ def _paper_trainer(steps: int, batch: int) -> TrainerConfig:
 
 
 def _flow_trainer() -> TrainerConfig:
-    # §3: the Shower Flow trains for 350k iterations (A9); reference code: Adam, lr 5e-5,
-    # batch 2048
+    # §3: the Shower Flow trains for 350k iterations (docs/caloclouds.md, A9); reference
+    # code: Adam, lr 5e-5, batch 2048
     return TrainerConfig(max_steps=350_000, optimizer="adam", schedule="constant",
                          batch_size=2048, lr=5e-5, warmup_steps=0, log_every=200,
                          val_every=10_000, val_batches=10, checkpoint_every=10_000)
@@ -52,7 +52,7 @@ class CaloClouds2Training:
 
 @dataclass
 class EDMSettings:
-    """The EDM diffusion of §3.1 (spec 3.3-3.6)."""
+    """The EDM diffusion of §3.1 and §3.3 (docs/caloclouds.md, 'PointWise Net and EDM')."""
 
     sigma_data: float = 0.5
     #: training noise levels: ln sigma ~ N(p_mean, p_std^2)
@@ -70,7 +70,8 @@ class EDMSettings:
     #: estimate of the same loss at a fraction of the cost (ours, for CPU presets)
     points_per_shower: int = 0
     #: the EMA of the weights that samples (§3.3); its warm-up decay_k = min(ema_max,
-    #: 1 - (1 + k)^-ema_power) is the reference code's (spec A13); ema_power 0: constant
+    #: 1 - (1 + k)^-ema_power) is the reference code's (docs/caloclouds.md, A13);
+    #: ema_power 0: constant
     ema_max: float = 0.9999
     ema_power: float = 2.0 / 3.0
 
@@ -87,7 +88,7 @@ class EDMSettings:
 
 @dataclass
 class DistillationSettings:
-    """Consistency distillation of §3.2 (spec section 5)."""
+    """Consistency distillation of §3.2 (docs/caloclouds.md, 'Consistency distillation')."""
 
     #: noise levels of the EDM schedule the interval is drawn from (N = 18 boundaries)
     boundaries: int = 18
@@ -129,12 +130,13 @@ class CaloClouds2Config:
     #: about it (the reference's (0, 40) mm is its own detector's; ours: (0, 0))
     axis_x_mm: float = 0.0
     axis_y_mm: float = 0.0
-    #: uniform jitter of x and y within their sub-cell at training time (spec A21: one
-    #: draw per point; ours), the width of a sub-cell of the clustering grid
+    #: uniform jitter of x and y within their sub-cell at training time (docs/caloclouds.md,
+    #: A21: one draw per point; ours), the width of a sub-cell of the clustering grid
     jitter: bool = True
     subcells: int = 6
-    #: the N calibration (§3, spec A7): showers generated without it to fit p_gen, and
-    #: reference showers to fit p_data (the paper: 40k), projected with this threshold
+    #: the N calibration (§3; docs/caloclouds.md, A7): showers generated without it to fit
+    #: p_gen, and reference showers to fit p_data (the paper: 40k), projected with this
+    #: threshold
     calibration_showers: int = 40_000
     calibration_threshold_mev: float = 0.1
     #: at most this many points in one network pass at generation; None: 65 536 on a

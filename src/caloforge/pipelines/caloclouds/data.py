@@ -60,7 +60,7 @@ class PointNormaliser:
         return (points - centre) / half
 
     def decode(self, x: Tensor) -> Tensor:
-        """(..., 4) network space -> physical (the true inverse, spec A20)."""
+        """(..., 4) network space -> physical (the true inverse, docs/caloclouds.md, A20)."""
         half, centre = self._scale(x)
         return x * half + centre
 
@@ -90,8 +90,8 @@ class PointCloudShowers(Dataset):
         indices: the file rows this set serves (e.g. the training split).
         normaliser: the map to the network's space.
         jitter_mm: x and y of every point move by an independent uniform offset in
-            [-jitter_mm / 2, jitter_mm / 2) (de-quantisation of the clustering grid, spec
-            A21); 0 = off.
+            [-jitter_mm / 2, jitter_mm / 2) (de-quantisation of the clustering grid,
+            docs/caloclouds.md, A21); 0 = off.
         points_per_shower: draw this many points of each shower without replacement
             (all of a smaller shower); 0 = every point. The N condition is always the
             shower's true point count.

@@ -1,8 +1,8 @@
 """CaloClouds II Shower Flow: per-shower targets from point clouds, and their decoding.
 
 The Shower Flow models, conditioned on the incident energy only, a vector of
-``5 + 2 L`` per-shower numbers (CaloClouds II spec, section 2 and ambiguities A10,
-A11)::
+``5 + 2 L`` per-shower numbers (docs/caloclouds.md, 'Shower Flow', readings A10
+and A11)::
 
     N / 5000, E_vis[GeV] / 2.5, (CoG_X - axis_x) / 25, (CoG_Z - 15) / 15, (CoG_Y - axis_y) / 20,
     L x (points in layer) / (max over layers), L x (energy in layer) / (max over layers)
@@ -57,7 +57,8 @@ def n_shower_flow_features(n_layers: int = N_LAYERS) -> int:
 
 @dataclass(frozen=True)
 class ShowerFlowScales:
-    """Fixed scalings of the Shower Flow's inputs (the reference's constants, spec section 2).
+    """Fixed scalings of the Shower Flow's inputs (the reference code's constants,
+    docs/caloclouds.md, 'Shower Flow').
 
     The transverse centres of gravity are measured from the shower axis
     (``axis_x_mm``, ``axis_y_mm``): caloforge's clouds are centred on (0, 0), where the
@@ -205,7 +206,8 @@ def shower_flow_context(incident_energy_mev: Any, *, scale_gev: float = 100.0) -
 # ------------------------------------------------------------------------------ decoding
 @dataclass
 class ShowerFlowSummary:
-    """A post-processed Shower Flow sample of N showers (spec section 2, "Post-processing").
+    """A post-processed Shower Flow sample of N showers (docs/caloclouds.md, 'Shower Flow',
+    post-processing).
 
     Attributes:
         n_points: (N,) int64 points per shower, in [1, max_points], before the N calibration.

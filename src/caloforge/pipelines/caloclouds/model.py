@@ -1,5 +1,6 @@
 """The CaloClouds II generator: Shower Flow -> N calibration -> PointWise Net (EDM or the
-distilled consistency model) -> calibrations -> point clouds (spec section 4).
+distilled consistency model) -> calibrations -> point clouds (docs/caloclouds.md,
+'Generation steps').
 
 Generation order, per batch of incident energies (sorted, so that showers of similar size
 share a batch, and returned in the caller's order):

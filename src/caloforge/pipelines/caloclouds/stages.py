@@ -3,8 +3,8 @@
 * ``showerflow``: the Shower Flow learns the 65 shower summaries by maximum likelihood,
   conditioned on E_inc. Batches: ``x`` (B, 65), ``context`` (B, 1).
 * ``diffusion``: the PointWise Net learns the EDM denoiser D(x; sigma | E, N) (§3.1) with
-  the EDM weighting (spec A3). Batches: ``points`` (B, P, 4) in [-1, 1] space, ``mask``
-  (B, P), ``cond`` (B, 2).
+  the EDM weighting (docs/caloclouds.md, A3). Batches: ``points`` (B, P, 4) in [-1, 1]
+  space, ``mask`` (B, P), ``cond`` (B, 2).
 * ``distill``: consistency distillation of the frozen teacher (§3.2): student and target
   start from the teacher's EMA weights; the target follows the student as an EMA with a
   fixed rate and is the model that samples. Batches as ``diffusion``.

@@ -1,13 +1,14 @@
 """How CaloClouds II's stages build their data for the generic staged trainer.
 
-Stages, in order (spec section 4 and 5):
+Stages, in order (docs/caloclouds.md, 'The system'):
 
 * ``showerflow``: the Shower Flow on the 65 summaries of every training shower, computed
   once in a streaming pass over the file;
 * ``diffusion``: the PointWise Net on padded batches read from the file per step;
-* ``calibrate``: the N calibration of the diffusion model (§3, spec A7): p_data fitted on
-  reference showers of the training split, p_gen on as many showers generated without
-  the N calibration for the same energies; stored as weights of the stage;
+* ``calibrate``: the N calibration of the diffusion model (§3; docs/caloclouds.md, A7):
+  p_data fitted on reference showers of the training split, p_gen on as many showers
+  generated without the N calibration for the same energies; stored as weights of the
+  stage;
 * ``distill``: consistency distillation of the diffusion model's EMA weights;
 * ``calibrate_distilled``: the same N calibration for the distilled model (the paper
   refits p_gen for every model).

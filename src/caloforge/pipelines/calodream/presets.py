@@ -1,11 +1,12 @@
 """CaloDREAM presets: paper sizes (Tab. 1, 2, 4) and tiny CPU variants.
 
-Width reading (A9): the energy network takes Tab. 1's widths (transformer FF 1024, head
-256; 1.70 M parameters). With the ds2 ViT (26.0 M) the full-space ds2 model has 27.7 M
-parameters, near the CaloChallenge entry's 28.4 M (which used the authors' wider 512/512
-energy network). Schedules are the paper's epochs converted to steps for 100k training
-showers (§3.2 table); the optimiser is AdamW with eps 1e-6 (A6), cosine from 1e-3 to 0
-without warm-up (A8), gradient clipping 100 (ds2) / 50 (ds3) for the ViTs, no EMA (A7).
+A-numbers are the readings of docs/calodream.md. Width reading (A9): the energy network
+takes Tab. 1's widths (transformer FF 1024, head 256; 1.70 M parameters). With the ds2 ViT
+(26.0 M) the full-space ds2 model has 27.7 M parameters, near the CaloChallenge entry's
+28.4 M (which used the authors' wider 512/512 energy network). Schedules are the paper's
+epochs (Tab. 1, 2, 4) converted to steps for 100k training showers; the optimiser is AdamW
+with eps 1e-6 (A6), cosine from 1e-3 to 0 without warm-up (A8), gradient clipping 100
+(ds2) / 50 (ds3) for the ViTs, no EMA (A7).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Energies: layer energies E_l and E_inc -> u (Eq. 2, f = 2.85) -> logit (alpha 1e-6) ->
 per-feature standardisation. The energy network generates u in this space and the shape
-network is conditioned on it in the same space (A3), so no conversion sits between them.
+network is conditioned on it in the same space (docs/calodream.md, A3), so no conversion
+sits between them.
 
 Voxels: showers -> fractions of their layer (each layer sums to 1 or is empty). Full
 space: fractions -> logit -> per-voxel standardisation. Latent space: the VAE reads the
@@ -105,7 +106,7 @@ class CaloDREAMTransforms:
     # ----------------------------------------------------------------- inverse
     def layer_energies(self, u_features: Tensor, energies: Tensor) -> Tensor:
         """Generated u features (N, L) -> layer energies (N, L) MeV, float64 (u clipped
-        to [0, 1] before inverting, §1.2)."""
+        to [0, 1] before inverting, docs/calodream.md, A1)."""
         u = self.u_logit.inverse(self.u_std.inverse(u_features.double()))
         return self.ratios.inverse(u, incident_energy=energies.double())
 

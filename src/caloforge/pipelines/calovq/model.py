@@ -1,6 +1,6 @@
 """Calo-VQ as a :class:`~caloforge.pipelines.ShowerGenerator` (docs/calovq.md).
 
-Sampling (§1.10): E_inc -> GPT samples [R tokens][shower codes] -> R = digits -> ratio
+Sampling (Calo-VQ §3, §5): E_inc -> GPT samples [R tokens][shower codes] -> R = digits -> ratio
 R/E_inc (docs/calovq.md, A4) times E_inc -> codebook look-up and decoder (conditioned on E_inc) ->
 softmax fractions f -> showers E = f * R (Eq. 6), on the geometry's flat voxel order.
 """

@@ -31,7 +31,7 @@ _HEALTHY_CODEBOOK = dict(codebook_init="data", codebook_update="ema", codebook_d
 
 
 def _trainer(steps: int, batch: int, lr: float, **kw) -> TrainerConfig:
-    # ours: the paper states no optimiser settings (docs/calovq.md §1.9)
+    # ours: the paper states no optimiser settings (docs/calovq.md, "Optimiser")
     base = dict(max_steps=steps, batch_size=batch, lr=lr, warmup_steps=min(500, steps // 10),
                 min_lr=lr * 0.05, weight_decay=0.0, grad_clip=1.0, ema_decay=0.999,
                 log_every=50, val_every=max(steps // 10, 1), val_batches=10,

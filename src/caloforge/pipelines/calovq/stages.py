@@ -1,7 +1,7 @@
 """The two training stages of Calo-VQ, in the :class:`~caloforge.training.TrainingStage` form.
 
 Stage 1 (``vqvae``): the VQ-VAE learns to reconstruct x = ln(a + b E/R)/c with the true R
-(§1.2: "in the first stage the R factor is assumed known"), plus the adaptive-weight GAN
+(Calo-VQ §4.1: "in the first stage the R factor is assumed known"), plus the adaptive-weight GAN
 term once the discriminator warm-up is over (Eq. 3-4; docs/calovq.md).
 Stage 2 (``gpt``): the GPT prior learns [R tokens][shower codes] by next-token
 cross-entropy, on codes of the frozen stage-1 encoder.
