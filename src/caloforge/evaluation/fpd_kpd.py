@@ -67,7 +67,7 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
     try:
         # S1 = L L^T: Tr sqrt(S1 S2) = Tr sqrt(L^T S2 L), one Cholesky and one
-        # eigenvalues-only decomposition (about 3x faster than two eigh)
+        # eigenvalues-only decomposition instead of a full eigh and an eigvalsh
         chol = np.linalg.cholesky(0.5 * (cov1 + cov1.T))
         m = chol.T @ cov2 @ chol
     except np.linalg.LinAlgError:  # singular S1 (a constant feature): its square root
