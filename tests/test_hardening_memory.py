@@ -128,3 +128,62 @@ def test_constant_columns_add_their_mean_difference_to_both_fpds():
     # the singular covariance itself is handled too (eigendecomposition path)
     s1 = np.diag([1.0, 2.0, 0.0])
     assert frechet_distance(np.zeros(3), s1, np.zeros(3), s1) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_block_statistics_equal_numpy_and_leave_the_sample_untouched(monkeypatch):
+    from caloforge.evaluation import fpd_kpd
+
+    monkeypatch.setattr(fpd_kpd, "_STATS_ROWS", 7)  # many blocks, a ragged last one
+    data = np.random.default_rng(11)
+    # a column with a small spread about a large mean: the shifted sums must not cancel
+    x = np.hstack([data.normal(size=(50, 3)), 1e4 + 1e-3 * data.normal(size=(50, 1))])
+    keep = x.copy()
+    idx = data.choice(50, 30)  # with repeats
+    mu, cov = fpd_kpd._weighted_stats(x, rows=idx)
+    np.testing.assert_allclose(mu, x[idx].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(cov, np.cov(x[idx], rowvar=False), rtol=1e-7, atol=1e-14)
+    counts = np.bincount(idx, minlength=50)
+    mu_w, cov_w = fpd_kpd._weighted_stats(x, weights=counts)
+    np.testing.assert_allclose(mu_w, mu, rtol=1e-12)
+    np.testing.assert_allclose(cov_w, cov, rtol=1e-7, atol=1e-14)
+    np.testing.assert_array_equal(x, keep)  # float64 blocks are slices: never modified
+    x32 = x[:, :3].astype(np.float32)
+    mu32, cov32 = fpd_kpd._weighted_stats(x32, rows=idx)
+    assert mu32.dtype == np.float64 and cov32.dtype == np.float64
+    np.testing.assert_allclose(cov32, np.cov(x32[idx].astype(np.float64), rowvar=False), rtol=1e-10)
+
+
+def test_float32_features_score_as_float64_features():
+    """The stored precision of the features changes no metric beyond its rounding."""
+    from caloforge.evaluation.fpd_kpd import fpd_official, kpd, scale_by_reference
+    from caloforge.evaluation.features import high_level_vector
+
+    g = get_geometry("ds2")
+    ref = compute_features(toy_showers(g, 300, rng=21))
+    gen = compute_features(toy_showers(g, 300, rng=22, energy_scale=1.05))
+    assert ref.e_layer.dtype == np.float32 and ref.e_tot.dtype == np.float64
+    assert ref.e_layer.base is None  # its own array, not a view of the chunk's products
+    h_ref, h_gen = high_level_vector(ref, g), high_level_vector(gen, g)
+    assert h_ref.dtype == np.float32
+    s32 = scale_by_reference(h_ref, h_gen)
+    s64 = scale_by_reference(h_ref.astype(np.float64), h_gen.astype(np.float64))
+    assert s32[0].dtype == np.float32 and s64[0].dtype == np.float64
+    kw = dict(min_samples=200, max_samples=500, n_points=4, n_batches=3, rng=4)
+    assert fpd_official(*s32, **kw)[0] == pytest.approx(fpd_official(*s64, **kw)[0], rel=1e-4)
+    k32 = kpd(*s32, batch_size=100, n_batches=4, rng=2, replace=True)[0]
+    k64 = kpd(*s64, batch_size=100, n_batches=4, rng=2, replace=True)[0]
+    assert k32 == pytest.approx(k64, rel=1e-4, abs=1e-9)
+
+
+def test_features_fill_preallocated_arrays_like_one_pass():
+    g = get_geometry("ds2")
+    data = toy_showers(g, 250, rng=23)
+    whole = compute_features(data, chunk_size=250)
+    chunked = compute_features(data, chunk_size=37)
+    for name in whole.per_shower:
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
+    np.testing.assert_allclose(chunked.voxel_sum, whole.voxel_sum, rtol=1e-12)
+    assert chunked.voxel_sum_count == 250
+    rows = np.array([3, 10, 11, 200])
+    picked = compute_features(data, rows=rows, chunk_size=3)
+    np.testing.assert_array_equal(picked.e_layer, whole.e_layer[rows])

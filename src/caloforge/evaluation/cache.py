@@ -20,7 +20,7 @@ from .features import ShowerFeatures, compute_features
 __all__ = ["FEATURE_VERSION", "cache_key", "cached_features"]
 
 #: Bump when the feature definitions change, so old cache entries are ignored.
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 
 
 def cache_key(path: str | os.PathLike, *, threshold: float | None, max_showers: int | None,

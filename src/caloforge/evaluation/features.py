@@ -81,7 +81,11 @@ def apply_threshold(showers: np.ndarray, threshold: float) -> np.ndarray:
 
 @dataclass
 class ShowerFeatures:
-    """High-level features of N showers on a geometry with L layers (all arrays float64).
+    """High-level features of N showers on a geometry with L layers.
+
+    ``e_inc`` and ``e_tot`` are float64; the per-layer and per-slice arrays are float32
+    (computed in float64, stored in float32: 1e-7 relative rounding is far below any
+    metric's statistical error, and it halves the memory an evaluation holds per shower).
 
     Per-layer arrays have one column per layer of the geometry, including layers without
     voxels (which stay 0); use ``geometry.active_layers`` / ``alpha_binned_layers`` to pick.
@@ -228,6 +232,7 @@ def _chunk_features(data: ShowerData, threshold: float, mats: _FeatureMatrices) 
     sparsity = 1.0 - nonzero / mats.layer_sizes
     e_slice = e_lk.sum(axis=1)
     depth = _safe_div(np.einsum("nlk,l->nk", e_lk, np.arange(L, dtype=np.float64)), e_slice)
+    f32 = np.float32
     # per-shower voxel-energy histograms, so that any subset (e.g. a reference half)
     # has its own histogram; values above the last edge go to the last bin
     rows, cols = np.nonzero(s)
@@ -236,9 +241,10 @@ def _chunk_features(data: ShowerData, threshold: float, mats: _FeatureMatrices) 
     vh = np.bincount(rows * nb + b, minlength=len(s) * nb).reshape(len(s), nb).astype(np.uint16)
     return ShowerFeatures(
         e_inc=np.asarray(data.incident_energies, dtype=np.float64),
-        e_tot=e.sum(axis=1), e_layer=e, ec_eta=ec_eta, ec_phi=ec_phi,
-        width_eta=w_eta, width_phi=w_phi, ec_r=ec_r, width_r=w_r,
-        sparsity=sparsity, shower_depth=depth, voxel_hist=vh,
+        e_tot=e.sum(axis=1), e_layer=e.astype(f32), ec_eta=ec_eta.astype(f32),
+        ec_phi=ec_phi.astype(f32), width_eta=w_eta.astype(f32), width_phi=w_phi.astype(f32),
+        ec_r=ec_r.astype(f32), width_r=w_r.astype(f32), sparsity=sparsity.astype(f32),
+        shower_depth=depth.astype(f32), voxel_hist=vh,
         voxel_sum=s.sum(axis=0, dtype=np.float64), voxel_sum_count=len(s),
         threshold=float(threshold),
     )
@@ -280,31 +286,52 @@ def compute_features(source, *, geometry: CylindricalGeometry | None = None,
         g = source.geometry
         if rows is not None:
             chunks = (source[rows[lo:lo + chunk_size]] for lo in range(0, len(rows), chunk_size))
-            return _features_from_chunks(chunks, g, threshold)
+            return _features_from_chunks(chunks, g, threshold, len(rows))
         stop = len(source) if max_showers is None else min(len(source), start + max_showers)
         chunks = (source[lo:min(lo + chunk_size, stop)] for lo in range(start, stop, chunk_size))
-        return _features_from_chunks(chunks, g, threshold)
+        return _features_from_chunks(chunks, g, threshold, max(stop - start, 0))
     if isinstance(source, ShowerFile):
         if rows is not None:
             chunks = (source.read_rows(rows[lo:lo + chunk_size])
                       for lo in range(0, len(rows), chunk_size))
-            return _features_from_chunks(chunks, source.geometry, threshold)
-        stop = None if max_showers is None else start + max_showers
+            return _features_from_chunks(chunks, source.geometry, threshold, len(rows))
+        stop = len(source) if max_showers is None else min(len(source), start + max_showers)
         return _features_from_chunks(source.iter_chunks(chunk_size, start, stop),
-                                     source.geometry, threshold)
+                                     source.geometry, threshold, max(stop - start, 0))
     with ShowerFile(source, geometry) as f:
         return compute_features(f, threshold=threshold, max_showers=max_showers,
                                 chunk_size=chunk_size, start=start, rows=rows)
 
 
-def _features_from_chunks(chunks, geometry, threshold) -> ShowerFeatures:
+def _features_from_chunks(chunks, geometry, threshold, n_total: int) -> ShowerFeatures:
+    """Features of ``n_total`` showers arriving in chunks, written into arrays allocated
+    once: no list of per-chunk parts and no concatenated copy, so the features are the
+    only memory that grows with N (every per-shower array is a copy of its own, never a
+    view keeping a chunk's whole intermediate product alive)."""
     thr = default_threshold(geometry) if threshold is None else float(threshold)
     mats = _FeatureMatrices(geometry)
-    parts = [_chunk_features(c, thr, mats) for c in chunks if len(c)]
-    if not parts:
+    out: dict[str, np.ndarray] = {}
+    voxel_sum, count, pos = None, 0, 0
+    for c in chunks:
+        if not len(c):
+            continue
+        part = _chunk_features(c, thr, mats)
+        n = len(part)
+        if not out:
+            out = {name: np.empty((n_total, *getattr(part, name).shape[1:]),
+                                  dtype=getattr(part, name).dtype) for name in part.per_shower}
+            voxel_sum = np.zeros_like(part.voxel_sum)
+        for name in part.per_shower:
+            out[name][pos:pos + n] = getattr(part, name)
+        voxel_sum += part.voxel_sum
+        count += part.voxel_sum_count
+        pos += n
+    if not out:
         from ..io import ShowerDataError
         raise ShowerDataError("no showers to compute features from")
-    return ShowerFeatures.concatenate(parts)
+    if pos != n_total:
+        out = {name: a[:pos] for name, a in out.items()}
+    return ShowerFeatures(**out, voxel_sum=voxel_sum, voxel_sum_count=count, threshold=thr)
 
 
 def high_level_vector(f: ShowerFeatures, geometry: CylindricalGeometry) -> np.ndarray:
@@ -326,4 +353,5 @@ def high_level_vector(f: ShowerFeatures, geometry: CylindricalGeometry) -> np.nd
         f.sparsity[:, act],
         f.ec_r[:, act] / 100.0, f.width_r[:, act] / 100.0,
     ]
-    return np.concatenate(cols, axis=1)
+    # float32, as the features: FPD and KPD accumulate their statistics in float64
+    return np.concatenate(cols, axis=1, dtype=np.float32, casting="same_kind")

@@ -45,14 +45,58 @@ class InsufficientDataError(CaloforgeError, ValueError):
 
 
 def scale_by_reference(x_ref: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """Divide every column by the reference's max |value| (columns that are 0 stay 0)."""
-    scale = np.max(np.abs(x_ref), axis=0)
+    """Divide every column by the reference's max |value| (columns that are 0 stay 0).
+
+    float32 inputs give float32 outputs (one copy each, divided in place); anything else
+    gives float64.
+    """
+    scale = np.max(np.abs(x_ref), axis=0).astype(np.float64)
     scale = np.where(scale > 0, scale, 1.0)
-    return [np.asarray(x, dtype=np.float64) / scale for x in (x_ref, *others)]
+    out = []
+    for x in (x_ref, *others):
+        dtype = np.float32 if np.asarray(x).dtype == np.float32 else np.float64
+        y = np.array(x, dtype=dtype)
+        y /= scale.astype(dtype)
+        out.append(y)
+    return out
 
 
-def _gaussian_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))
+#: Rows converted to float64 at a time when accumulating statistics (8 MB for D = 362),
+#: so samples stored in float32 are never copied whole.
+_STATS_ROWS = 2048
+
+
+def _weighted_stats(x: np.ndarray, rows: np.ndarray | None = None,
+                    weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (n - 1 normalised) of the rows ``x[rows]``, or of all rows of
+    ``x`` each counted ``weights`` times, accumulated in float64 blocks.
+
+    Sums are taken about a shift (the first row used), which keeps ``S2 - n mu mu^T``
+    free of cancellation for columns whose spread is small against their mean.
+    """
+    d = x.shape[1]
+    if rows is not None:
+        n = float(len(rows))
+        shift = np.asarray(x[rows[0]], np.float64)
+        blocks = ((x[rows[lo:lo + _STATS_ROWS]], None) for lo in range(0, len(rows), _STATS_ROWS))
+    else:
+        w = np.asarray(weights, np.float64)
+        n = float(w.sum())
+        shift = np.asarray(x[int(np.argmax(w > 0))], np.float64)
+        blocks = ((x[lo:lo + _STATS_ROWS], w[lo:lo + _STATS_ROWS])
+                  for lo in range(0, len(x), _STATS_ROWS))
+    s1, s2 = np.zeros(d), np.zeros((d, d))
+    for raw, wb in blocks:
+        b = np.subtract(raw, shift, dtype=np.float64)  # a new array: x is never modified
+        if wb is None:
+            s1 += b.sum(axis=0)
+            s2 += b.T @ b
+        else:
+            s1 += wb @ b
+            s2 += (b * wb[:, None]).T @ b
+    mean = s1 / n
+    cov = (s2 - n * np.outer(mean, mean)) / (n - 1.0)
+    return mean + shift, np.atleast_2d(cov)
 
 
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
@@ -89,12 +133,16 @@ class _BlockStats:
     """
 
     def __init__(self, x: np.ndarray, block: int, rng: np.random.Generator):
-        x = x[rng.permutation(len(x))]
+        perm = rng.permutation(len(x))
         nb = len(x) // block
-        xb = x[: nb * block].reshape(nb, block, -1)
+        d = x.shape[1]
         self.block, self.n_blocks = block, nb
-        self.s1 = xb.sum(axis=1)  # (nb, D)
-        self.s2 = np.einsum("bni,bnj->bij", xb, xb, optimize=True)  # (nb, D, D)
+        self.s1 = np.empty((nb, d))  # (nb, D)
+        self.s2 = np.empty((nb, d, d))  # (nb, D, D)
+        for i in range(nb):  # one block in float64 at a time: no shuffled copy of x
+            xb = np.asarray(x[perm[i * block:(i + 1) * block]], np.float64)
+            self.s1[i] = xb.sum(axis=0)
+            self.s2[i] = xb.T @ xb
 
     def stats(self, n_blocks: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         sel = rng.choice(self.n_blocks, n_blocks, replace=False)
@@ -128,7 +176,7 @@ def fpd(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 10_000,
         error.
     """
     rng = np.random.default_rng(rng)
-    x_ref, x_gen = np.asarray(x_ref, np.float64), np.asarray(x_gen, np.float64)
+    x_ref, x_gen = _as_float(x_ref), _as_float(x_gen)
     n_max = min(len(x_ref), len(x_gen))
     if n_max < min_samples or min_samples < 2:
         raise InsufficientDataError(
@@ -169,8 +217,16 @@ def _split_constant_columns(x_ref: np.ndarray, x_gen: np.ndarray):
     it out keeps the covariances invertible, so each distance takes the Cholesky path.
     """
     keep = (np.ptp(x_ref, axis=0) > 0) | (np.ptp(x_gen, axis=0) > 0)
-    term = float(np.sum((x_ref[0, ~keep] - x_gen[0, ~keep]) ** 2))
+    if keep.all():
+        return x_ref, x_gen, 0.0  # the samples themselves, not copies
+    term = float(np.sum((x_ref[0, ~keep].astype(np.float64) - x_gen[0, ~keep]) ** 2))
     return x_ref[:, keep], x_gen[:, keep], term
+
+
+def _as_float(x) -> np.ndarray:
+    """``x`` as float32 or float64 without a copy where it already is one of them."""
+    x = np.asarray(x)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
 
 
 def _resampled_stats(x: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,15 +234,11 @@ def _resampled_stats(x: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.nda
 
     A batch larger than the sample repeats rows: then the statistics come from the
     multiplicity of each row, O(N D^2) instead of O(batch D^2) (a 50k batch from a 10k
-    sample costs a fifth).
+    sample costs a fifth). Either way in float64 blocks, never a copy of the batch.
     """
     if len(idx) <= len(x):
-        return _gaussian_stats(x[idx])
-    c = np.bincount(idx, minlength=len(x)).astype(np.float64)
-    n = float(len(idx))
-    mu = (c @ x) / n
-    cov = ((x * c[:, None]).T @ x - n * np.outer(mu, mu)) / (n - 1)
-    return mu, cov
+        return _weighted_stats(x, rows=idx)
+    return _weighted_stats(x, weights=np.bincount(idx, minlength=len(x)))
 
 
 def fpd_official(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 20_000,
@@ -207,7 +259,7 @@ def fpd_official(x_ref: np.ndarray, x_gen: np.ndarray, *, min_samples: int = 20_
         (value, error).
     """
     rng = np.random.default_rng(rng)
-    x_ref, x_gen = np.asarray(x_ref, np.float64), np.asarray(x_gen, np.float64)
+    x_ref, x_gen = _as_float(x_ref), _as_float(x_gen)
     if min(len(x_ref), len(x_gen)) < 2:
         raise InsufficientDataError("FPD needs at least two showers per sample")
     x_ref, x_gen, constant_term = _split_constant_columns(x_ref, x_gen)
@@ -253,7 +305,7 @@ def _poly_kernel_sum(x: np.ndarray, y: np.ndarray, d: int, same: bool, block: in
     # features may exceed the reference's scale by orders of magnitude, and a float32
     # fourth power would overflow
     total = 0.0
-    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    x32, y32 = x.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
     for lo in range(0, len(x), block):
         k = (x32[lo:lo + block] @ y32.T).astype(np.float64)
         k *= 1.0 / d
@@ -269,7 +321,7 @@ def _poly_kernel_sum(x: np.ndarray, y: np.ndarray, d: int, same: bool, block: in
 
 def mmd2_unbiased_poly(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD^2 with the kernel (x.y/d + 1)^4; (n, d) and (m, d) -> float."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = _as_float(x), _as_float(y)
     n, m, d = len(x), len(y), x.shape[1]
     if n < 2 or m < 2:
         raise InsufficientDataError("MMD needs at least two samples on each side")
@@ -338,8 +390,7 @@ def kpd(x_ref: np.ndarray, x_gen: np.ndarray, *, n_batches: int = 10, batch_size
     if replace and n < 2:
         raise InsufficientDataError("KPD needs at least two showers per sample")
     if replace and 2 * max(len(x_ref), len(x_gen)) <= batch_size:
-        vals = _bootstrap_mmd2(np.asarray(x_ref, np.float64), np.asarray(x_gen, np.float64),
-                               n_batches, batch_size, rng)
+        vals = _bootstrap_mmd2(_as_float(x_ref), _as_float(x_gen), n_batches, batch_size, rng)
     else:
         vals = np.array([
             mmd2_unbiased_poly(x_ref[rng.choice(len(x_ref), batch_size, replace=replace)],

@@ -342,8 +342,9 @@ def compare(ref: ShowerFeatures, gen: ShowerFeatures, geometry: CylindricalGeome
     except (CaloforgeError, ImportError, ValueError) as exc:
         for feat in _W1_FEATURES:
             metrics[f"w1/{feat}"] = Metric(None, None, f"W1 failed: {exc}")
-    hl_ref, hl_gen = high_level_vector(ref, geometry), high_level_vector(gen, geometry)
-    s_ref, s_gen = scale_by_reference(hl_ref, hl_gen)
+    # scaled float32 copies only; the unscaled vectors are rebuilt if the classifier runs
+    s_ref, s_gen = scale_by_reference(high_level_vector(ref, geometry),
+                                      high_level_vector(gen, geometry))
     try:
         v, e = fpd(s_ref, s_gen, min_samples=opts.fpd_min_samples, n_sizes=opts.fpd_sizes,
                    n_batches=opts.fpd_batches, rng=opts.seed)
@@ -373,6 +374,7 @@ def compare(ref: ShowerFeatures, gen: ShowerFeatures, geometry: CylindricalGeome
             metrics["kpd"].note = kpd_error_note(len(s_ref), len(s_gen), opts.kpd_batch_size)
     except InsufficientDataError as exc:
         metrics["kpd"] = Metric(None, None, str(exc))
+    del s_ref, s_gen  # not held through PRDC and the classifiers
     if ref_voxels is not None and gen_voxels is not None:
         n = min(opts.max_prdc, len(ref_voxels[1]), len(gen_voxels[1]))
         try:
@@ -387,9 +389,9 @@ def compare(ref: ShowerFeatures, gen: ShowerFeatures, geometry: CylindricalGeome
         for name in ("precision", "recall", "density", "coverage"):
             metrics[f"prdc/{name}"] = Metric(None, None, "voxels not provided")
     cls_results: dict[str, ClassifierResult] = {}
-    runs = {"cls_high": (hl_ref, hl_gen)}
+    runs = {"cls_high": lambda: (high_level_vector(ref, geometry), high_level_vector(gen, geometry))}
     if ref_voxels is not None and gen_voxels is not None:
-        runs["cls_low"] = (LowLevelInputs(*ref_voxels), LowLevelInputs(*gen_voxels))
+        runs["cls_low"] = lambda: (LowLevelInputs(*ref_voxels), LowLevelInputs(*gen_voxels))
     for kind in ("cls_low", "cls_high"):
         if opts.classifier == "none":
             note = "classifier not run (--classifier none)"
@@ -397,7 +399,7 @@ def compare(ref: ShowerFeatures, gen: ShowerFeatures, geometry: CylindricalGeome
             note = "voxels not provided"
         else:
             try:
-                res = classifier_test(*runs[kind], preset=opts.classifier, seed=opts.seed,
+                res = classifier_test(*runs[kind](), preset=opts.classifier, seed=opts.seed,
                                       epochs=opts.classifier_epochs, device=opts.device)
                 cls_results[kind] = res
                 metrics[f"{kind}/auc"] = _finite_or_note(res.auc)
@@ -551,6 +553,15 @@ def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
     gen_sizes = [len(gen_rows[lab]) for lab in labels]
     if n_ref < 4:
         raise CaloforgeError(f"--reference {reference}: {n_ref} showers, at least 4 are needed")
+    # each model is scored on as many showers as a reference half holds (the rows of
+    # half A, HALF_A of the reference's rows): draw them now, so that features are
+    # computed for those showers only and the memory held does not grow with the file
+    n_cmp = len(range(n_ref)[HALF_A])
+    for lab, rng in zip(labels, rngs[1:]):
+        if len(gen_rows[lab]) < n_cmp:
+            warnings.append(f"{lab}: {len(gen_rows[lab])} showers, fewer than the {n_cmp} of "
+                            "each reference half; its statistical noise is larger than the floor's")
+        gen_rows[lab] = _subsample(gen_rows[lab], n_cmp, rng)
 
     say("features of the reference")
     t = time.perf_counter()
@@ -575,16 +586,6 @@ def evaluate(reference: str | os.PathLike, generated: list[str | os.PathLike],
     # reference's features
     idx_a, idx_b = HALF_A, HALF_B
     ref_a, ref_b = ref_f.subset(idx_a), ref_f.subset(idx_b)
-    n_cmp = len(ref_a)
-    for lab, rng in zip(labels, rngs[1:]):
-        g = gen_f[lab]
-        if len(g) < n_cmp:
-            warnings.append(f"{lab}: {len(g)} showers, fewer than the {n_cmp} of each reference "
-                            "half; its statistical noise is larger than the floor's")
-        pick = _random_rows(len(g), n_cmp, rng)
-        gen_f[lab] = g.subset(pick)
-        gen_rows[lab] = gen_rows[lab][pick]
-        del g  # the whole file's features are not needed beyond this point
 
     # voxels for PRDC and the low-level classifier: random rows of each reference half and
     # of the showers each model is scored on
