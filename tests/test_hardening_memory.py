@@ -155,8 +155,8 @@ def test_block_statistics_equal_numpy_and_leave_the_sample_untouched(monkeypatch
 
 def test_float32_features_score_as_float64_features():
     """The stored precision of the features changes no metric beyond its rounding."""
-    from caloforge.evaluation.fpd_kpd import fpd_official, kpd, scale_by_reference
     from caloforge.evaluation.features import high_level_vector
+    from caloforge.evaluation.fpd_kpd import fpd_official, kpd, scale_by_reference
 
     g = get_geometry("ds2")
     ref = compute_features(toy_showers(g, 300, rng=21))
