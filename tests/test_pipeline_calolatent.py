@@ -301,11 +301,12 @@ def test_decoded_layers_hold_the_sampled_layer_energies(trained, data):
     target = model.transforms.decode_layers(u, e)
     exact = CaloLatent(dataclasses.replace(model.config, output_threshold_mev=0.0),
                        model.geometry, model.layer_model, model.vae, model.latent_model,
-                       model.transforms)
-    s = exact.decode(z, u, e).double()
+                       model.transforms, model.decoder_noise)
+    assert exact.use_decoder_noise          # the decoder's Gaussian is drawn, same stream
+    s = exact.decode(z, u, e, generator=torch.Generator().manual_seed(5)).double()
     torch.testing.assert_close(s.reshape(20, 45, -1).sum(-1), target, rtol=1e-5, atol=1e-4)
     # with the 15.15 keV threshold only voxels below it go
-    cut = model.decode(z, u, e).double()
+    cut = model.decode(z, u, e, generator=torch.Generator().manual_seed(5)).double()
     assert ((cut == 0) | (cut >= model.config.output_threshold_mev)).all()
     assert ((s - cut).abs() <= model.config.output_threshold_mev).all()
 
@@ -343,7 +344,7 @@ def test_baseline_vae_trains_without_a_latent_model(data_file, tmp_path):
     model = train_pipeline(cfg, data_file, tmp_path / "b", progress=False)
     assert model.latent_model is None and model.config.kl_weight == 1.0
     manifest = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
-    assert set(manifest["stages"]) == {"layer", "vae"}  # no latent model to train
+    assert set(manifest["stages"]) == {"layer", "vae", "decoder_noise"}  # no latent model
     with pytest.raises(ConfigError, match="does not apply"):
         train_pipeline(cfg, data_file, tmp_path / "c", stages=("latent",), progress=False)
     assert model.nfe()["latent"] == 0

@@ -295,6 +295,9 @@ def _calolatent_reference(m, e: torch.Tensor, batch_size: int, gen: torch.Genera
             cond = torch.cat([c, u], dim=1)
             z = latent_s.sample(m.path, m.latent_model, x, generator=gen, cond=cond)
             f_model = m.vae.decode(z, cond)
+            if m.decoder_noise is not None:   # added after the split: a draw of the decoder
+                flat = f_model.reshape(len(eb), -1)
+                f_model = m.decoder_noise(flat, eb, torch.randn(flat.shape, generator=gen))
             fractions, soft = t.decode_voxels(f_model.reshape(len(eb), -1))
             showers = t.showers(fractions, t.decode_layers(u, eb), fallback=soft)
             thr = m.config.output_threshold_mev

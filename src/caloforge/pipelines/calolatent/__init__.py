@@ -3,15 +3,19 @@ space (docs/calolatent.md).
 
 Stages, in the paper's order: ``layer`` (the layer-energy model) and ``vae`` (the
 autoencoder), independent of each other, then ``latent`` (the latent score model on the
-frozen encoder's draws; the baseline VAE, which samples z ~ N(0, I), has no such stage).
+frozen encoder's draws; the baseline VAE, which samples z ~ N(0, I), has no such stage);
+then ``decoder_noise`` (not in the paper: the fitted width of the decoder's Gaussian, so
+that generation samples it instead of decoding its mean).
 """
 
 from ..registry import PipelineSpec, StageSpec, register_pipeline_spec
 from .config import CaloLatentConfig, CaloLatentTraining
+from .decoder_noise import DecoderNoise, fit_decoder_noise
 from .model import CaloLatent, CaloLatentTransforms, build_calolatent_models
 from .presets import CALOLATENT_PRESETS
 from .stages import CaloLatentScoreStage, CaloLatentVAEStage, clip_each_gradient, vae_loss
 from .training import (
+    build_decoder_noise_stage,
     build_latent_stage,
     build_layer_stage,
     build_vae_stage,
@@ -29,9 +33,11 @@ __all__ = [
     "CaloLatentTraining",
     "CaloLatentTransforms",
     "CaloLatentVAEStage",
+    "DecoderNoise",
     "build_calolatent_models",
     "clip_each_gradient",
     "encode_posteriors",
+    "fit_decoder_noise",
     "micro_overrides",
     "vae_loss",
 ]
@@ -44,12 +50,24 @@ def micro_overrides(steps: int = 6) -> list[str]:
             "vae.cond_dim=8", "layer_model.hidden_dim=16", "layer_model.embed_dim=8",
             "layer_model.time_hidden=16", "latent_model.hidden_dim=16",
             "latent_model.embed_dim=8", "latent_model.time_hidden=16",
-            "layer_sampler=em-4", "latent_sampler=em-4"]
+            "layer_sampler=em-4", "latent_sampler=em-4", "decoder_noise_showers=40"]
     for stage in ("layer", "vae", "latent"):
         sets += [f"training.{stage}.max_steps={steps}", f"training.{stage}.batch_size=16",
                  f"training.{stage}.checkpoint_every=2", f"training.{stage}.val_every=0",
                  f"training.{stage}.log_every=1"]
     return sets
+
+
+def _migrate(body: dict, version: int) -> dict:
+    """Upgrade a stored config to the current layout.
+
+    1 -> 2: the decoder's fitted width (``decoder_noise_*``); a model stored before it has
+    no such stage and decodes the mean, which ``decoder_noise_bins = 0`` says.
+    """
+    if version <= 1:
+        body.setdefault("decoder_noise_bins", 0)
+        body.setdefault("decoder_noise_showers", 20000)
+    return body
 
 
 CALOLATENT_SPEC = register_pipeline_spec(PipelineSpec(
@@ -64,11 +82,15 @@ CALOLATENT_SPEC = register_pipeline_spec(PipelineSpec(
                   description="latent score model on the frozen encoder's draws",
                   # the baseline VAE samples z ~ N(0, I): no latent model
                   enabled=lambda config: config.latent_prior == "diffusion"),
+        StageSpec("decoder_noise", build_decoder_noise_stage, requires=("vae",),
+                  description="width of the decoder's Gaussian per voxel (fitted, no training)",
+                  enabled=lambda config: config.decoder_noise_bins > 0),
     ),
     generator=CaloLatent,
     trainer_config=trainer_config,
     presets=CALOLATENT_PRESETS,
     prepare=prepare,
-    config_version=1,
+    config_version=2,
+    migrate=_migrate,
     description="CaloLatent: layer diffusion + 3-D VAE + latent score-based diffusion",
 ))

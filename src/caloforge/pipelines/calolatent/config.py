@@ -81,8 +81,16 @@ class CaloLatentConfig:
     #: for the probability flow ("rk4-10", "heun-25", ...; docs/calolatent.md)
     layer_sampler: str = "em-200"
     latent_sampler: str = "em-200"
-    #: time exponent of probability-flow samplers (1: uniform steps in t)
-    ode_rho: float = 1.0
+    #: time exponent of probability-flow samplers (1: uniform steps in t); 3 puts the
+    #: steps near the data, where the VP-SDE's flow bends: heun-10 then matches em-200's
+    #: layer energies, where uniform steps lose the deep layers (docs/calolatent.md)
+    ode_rho: float = 3.0
+    #: incident-energy bins of the decoder's fitted Gaussian width (stage
+    #: ``decoder_noise``): generation samples the decoder's Gaussian instead of decoding
+    #: its mean; 0 = no such stage, decode the mean (the paper's; docs/calolatent.md)
+    decoder_noise_bins: int = 4
+    #: training showers (at most) whose reconstructions fit that width
+    decoder_noise_showers: int = 20000
     #: voxels below this (MeV) are set to 0 after generation (the ds2 readout threshold,
     #: 15.15 keV; docs/calolatent.md)
     output_threshold_mev: float = 0.01515
@@ -111,6 +119,10 @@ class CaloLatentConfig:
             raise ConfigError("validation_fraction must be in [0, 0.5)")
         if self.max_showers is not None and self.max_showers < 20:
             raise ConfigError("max_showers must be >= 20 or unset")
+        if self.decoder_noise_bins < 0:
+            raise ConfigError(f"decoder_noise_bins must be >= 0, got {self.decoder_noise_bins}")
+        if self.decoder_noise_showers < 2 * max(self.decoder_noise_bins, 1):
+            raise ConfigError("decoder_noise_showers must be at least 2 x decoder_noise_bins")
         if not self.ode_rho >= 1.0:
             raise ConfigError(f"ode_rho must be >= 1, got {self.ode_rho}")
         for name in ("layer_sampler", "latent_sampler"):

@@ -38,6 +38,7 @@ from ..base import check_finite, validate_energies
 from ..compose import check_layer_energies
 from ..persist import open_model_checkpoint, save_model_checkpoint
 from .config import CaloLatentConfig
+from .decoder_noise import DecoderNoise
 
 __all__ = ["CaloLatent", "CaloLatentTransforms", "build_calolatent_models"]
 
@@ -176,17 +177,25 @@ class CaloLatentTransforms:
         f = self.fractions(showers.to(torch.float64))
         return self._to_model(f, self.f_minmax, self.f_standardize).to(torch.float32)
 
-    def decode_voxels(self, f_model: Tensor) -> tuple[Tensor, Tensor]:
+    def decode_voxels(self, f_model: Tensor, fallback: bool = True
+                      ) -> tuple[Tensor, Tensor | None]:
         """Preprocessed fractions (N, V) -> (fractions in [0, 1], fallback weights > 0).
 
         The fallback is the same inverse without the logit's clipping (sigmoid scaled to
         the feature's range), positive wherever the range is: it spreads the energy of a
-        layer whose every voxel decoded to exactly 0 (see :meth:`showers`).
+        layer whose every voxel decoded to exactly 0 (see :meth:`showers`). With
+        ``fallback=False`` it is not computed (None).
         """
         y = self.f_standardize.inverse(f_model.to(torch.float64))
         f = self.f_minmax.inverse(self.logit.inverse(y))
+        if not fallback:
+            return f, None
         soft = torch.sigmoid(y) * self.f_minmax.span.to(y) + self.f_minmax.low.to(y)
         return f, soft.clamp_min(0.0)
+
+    def has_empty_layer(self, fractions: Tensor) -> bool:
+        """Whether any layer of any shower decoded to all-zero fractions (N, V)."""
+        return bool((self._by_layer(fractions).sum(-1) == 0).any())
 
     def showers(self, fractions: Tensor, layer_energies: Tensor,
                 fallback: Tensor | None = None) -> Tensor:
@@ -229,13 +238,18 @@ class CaloLatent:
     """A trained CaloLatent generator: layer model + VAE (+ latent model) + transforms."""
 
     def __init__(self, config: CaloLatentConfig, geometry: CylindricalGeometry, layer_model,
-                 vae, latent_model, transforms: CaloLatentTransforms) -> None:
+                 vae, latent_model, transforms: CaloLatentTransforms,
+                 decoder_noise: DecoderNoise | None = None) -> None:
         self.config = config
         self.geometry = geometry
         self.layer_model = layer_model.eval()
         self.vae = vae.eval()
         self.latent_model = None if latent_model is None else latent_model.eval()
         self.transforms = transforms
+        #: the decoder's fitted Gaussian width (stage ``decoder_noise``), or None
+        self.decoder_noise = decoder_noise
+        #: sample the decoder's Gaussian (True, where fitted) or decode its mean (the paper)
+        self.use_decoder_noise = decoder_noise is not None
         self.path = config.path
         self.device = torch.device("cpu")
         #: the samplers ``sample`` uses unless told otherwise (see :meth:`set_solver`)
@@ -244,7 +258,7 @@ class CaloLatent:
 
     def to(self, device: str | torch.device) -> CaloLatent:
         self.device = torch.device(device)
-        for m in (self.layer_model, self.vae, self.latent_model):
+        for m in (self.layer_model, self.vae, self.latent_model, self.decoder_noise):
             if m is not None:
                 m.to(self.device)
         return self
@@ -294,24 +308,35 @@ class CaloLatent:
 
     @torch.inference_mode()
     def decode(self, z: Tensor, u_model: Tensor, incident_energy: Tensor, *,
-               layer_energies: Tensor | None = None) -> Tensor:
+               layer_energies: Tensor | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
         """Decoder and inverse preprocessing: showers (N, V) MeV, float32, on the CPU.
 
         Every layer is renormalised to ``layer_energies`` (N, L) MeV when given, else to
-        the energies decoded from ``u_model`` (the layer model's own output).
+        the energies decoded from ``u_model`` (the layer model's own output). With
+        ``use_decoder_noise`` the decoder's Gaussian is sampled (one normal draw per voxel
+        from ``generator``), else its mean is decoded.
         """
         e = incident_energy.to(torch.float64).cpu()
         u_model = u_model.to(self.device, torch.float32)
         c = self.transforms.condition(e).to(self.device)
         cond = torch.cat([c, u_model], dim=1)
         f_model = self.vae.decode(z.to(self.device, torch.float32), cond)
+        if self.use_decoder_noise and self.decoder_noise is not None:
+            flat = f_model.reshape(len(e), -1)
+            noise = _randn(tuple(flat.shape), generator, self.device)
+            f_model = self.decoder_noise(flat, e.to(self.device), noise)
         # before any post-processing: a cut would turn NaN voxels into empty showers
         check_finite(f_model, "the CaloLatent decoder's output")
         if layer_energies is None:
             layer_e = self.transforms.decode_layers(u_model.cpu(), e)
         else:
             layer_e = layer_energies.to(torch.float64).cpu()
-        fractions, soft = self.transforms.decode_voxels(f_model.reshape(len(e), -1).cpu())
+        flat = f_model.reshape(len(e), -1).cpu()
+        fractions, _ = self.transforms.decode_voxels(flat, fallback=False)
+        # the fallback weights matter only for a layer decoded all zero: rarely computed
+        soft = (self.transforms.decode_voxels(flat)[1]
+                if self.transforms.has_empty_layer(fractions) else None)
         showers = self.transforms.showers(fractions, layer_e, fallback=soft)
         thr = self.config.output_threshold_mev
         if thr > 0:
@@ -339,7 +364,7 @@ class CaloLatent:
         layers = check_layer_energies(layer_energies, len(e), self.geometry.n_layers)
         u = self.transforms.encode_layers(layers, e)
         z = self.sample_latent(e, u, generator=generator, sampler=sampler)
-        return self.decode(z, u, e, layer_energies=layers)
+        return self.decode(z, u, e, layer_energies=layers, generator=generator)
 
     def sample(self, incident_energy: Tensor, *, batch_size: int = 1000,
                generator: torch.Generator | None = None,
@@ -356,7 +381,7 @@ class CaloLatent:
             eb = e[lo:lo + batch_size]
             u = self.sample_layer_features(eb, generator=generator, sampler=layer_sampler)
             z = self.sample_latent(eb, u, generator=generator, sampler=latent_sampler)
-            out.append(self.decode(z, u, eb))
+            out.append(self.decode(z, u, eb, generator=generator))
         if not out:
             return torch.zeros(0, self.geometry.n_voxels)
         return torch.cat(out)
@@ -376,13 +401,18 @@ class CaloLatent:
         return {"prior": "latent diffusion" if self.latent_model is not None else "N(0, I)",
                 "latent_dim": self.config.vae.latent_dim, "kl_weight": self.config.kl_weight,
                 "layer_sampler": self._sampler(None, self.layer_sampler).name,
-                "latent_sampler": latent, "parameters": self.n_parameters()}
+                "latent_sampler": latent,
+                "decoder": ("Gaussian draw (fitted width)" if self.use_decoder_noise
+                            and self.decoder_noise is not None else "mean"),
+                "parameters": self.n_parameters()}
 
     # ------------------------------------------------------------ persistence
     def _stage_modules(self) -> dict[str, dict[str, torch.nn.Module]]:
         mods = {"layer": {"layer_model": self.layer_model}, "vae": {"vae": self.vae}}
         if self.latent_model is not None:
             mods["latent"] = {"latent_model": self.latent_model}
+        if self.decoder_noise is not None:
+            mods["decoder_noise"] = {"decoder_noise": self.decoder_noise}
         return mods
 
     def save(self, path: str | os.PathLike) -> None:
@@ -404,7 +434,11 @@ class CaloLatent:
             ckpt.load_modules("latent", {"latent_model": latent})
         transforms = CaloLatentTransforms.from_state(ckpt.manifest.get("transforms", {}),
                                                      int(geometry.layer_sizes[0]))
-        return cls(config, geometry, layer, vae, latent, transforms).to(map_location)
+        noise = None
+        if "decoder_noise" in ckpt.stages:   # optional: checkpoints before it decode the mean
+            noise = DecoderNoise(max(config.decoder_noise_bins, 1), geometry.n_voxels)
+            ckpt.load_modules("decoder_noise", {"decoder_noise": noise})
+        return cls(config, geometry, layer, vae, latent, transforms, noise).to(map_location)
 
     def n_parameters(self) -> dict[str, int]:
         """Parameters per network (the VAE's encoder included: it is part of the stage)."""

@@ -11,25 +11,32 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ...checkpoints import save_checkpoint
 from ...errors import CheckpointError, ConfigError
 from ...models import build_model
 from ...training import TensorDictDataset, resolve_device
 from ..registry import config_from_manifest
 from ..staged import StageBuild, StageContext
 from .config import CaloLatentConfig
+from .decoder_noise import fit_decoder_noise
 from .model import CaloLatentTransforms
 from .stages import CaloLatentScoreStage, CaloLatentVAEStage
 
-__all__ = ["build_latent_stage", "build_layer_stage", "build_vae_stage", "encode_posteriors",
-           "layer_tensors", "prepare", "trainer_config", "vae_tensors"]
+__all__ = ["build_decoder_noise_stage", "build_latent_stage", "build_layer_stage",
+           "build_vae_stage", "encode_posteriors", "layer_tensors", "prepare",
+           "reconstruction_residuals", "trainer_config", "vae_tensors"]
 
 _CHUNK = 2048
 
 
 def trainer_config(config: CaloLatentConfig, stage: str):
+    if stage == "decoder_noise":
+        # fits the frozen VAE's width and trains nothing: the VAE's seed and device
+        return config.training.vae
     return getattr(config.training, stage)
 
 
@@ -151,3 +158,42 @@ def build_latent_stage(ctx: StageContext) -> StageBuild:
     stage = CaloLatentScoreStage("latent", "latent_model", model, config.path,
                                  config.loss_reduction, config.clip_per_tensor)
     return StageBuild(stage, *_datasets(tensors_of, ctx))
+
+
+@torch.no_grad()
+def reconstruction_residuals(vae: torch.nn.Module, x: Tensor, cond: Tensor,
+                             device: torch.device, batch_size: int = 256) -> Tensor:
+    """x - decoder(encoder mean) (N, V) of VAE inputs x (N, 1, L, A, R), on the CPU."""
+    vae = vae.to(device).eval()
+    out = []
+    for lo in range(0, len(x), batch_size):
+        xb, cb = x[lo:lo + batch_size].to(device), cond[lo:lo + batch_size].to(device)
+        mu, _ = vae.encode_posterior(xb, cb)
+        out.append((xb - vae.decode(mu, cb)).reshape(len(xb), -1).cpu())
+    return torch.cat(out)
+
+
+def build_decoder_noise_stage(ctx: StageContext) -> None:
+    """Fit the decoder Gaussian's width per voxel and energy bin on reconstructions of
+    (at most ``decoder_noise_showers``) training showers by the frozen VAE; no training."""
+    config: CaloLatentConfig = ctx.config
+    vae = build_model("vae_resnet3d", config.vae)
+    ctx.frozen("vae", {"vae": vae})
+    tcfg = ctx.trainer_configs.get("decoder_noise", config.training.vae)
+    device = resolve_device(tcfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    rng = np.random.default_rng([tcfg.seed, 11])
+    n = min(config.decoder_noise_showers, len(ctx.train_idx))
+    rows = np.sort(rng.choice(ctx.train_idx, size=n, replace=False))
+    t, shape = _transforms(ctx), tuple(ctx.geometry.image_shape)
+    residuals, energies = [], []
+    for lo in range(0, n, _CHUNK):
+        r = torch.as_tensor(rows[lo:lo + _CHUNK])
+        d = vae_tensors(t, ctx.showers[r], ctx.energies[r], shape)
+        residuals.append(reconstruction_residuals(vae, d["x"], d["cond"], device))
+        energies.append(ctx.energies[r])
+    noise = fit_decoder_noise(torch.cat(residuals), torch.cat(energies),
+                              config.decoder_noise_bins)
+    save_checkpoint(ctx.out_dir, "decoder_noise", {"decoder_noise": noise},
+                    **ctx.checkpoint_meta(),
+                    extra={"showers": int(n), "bins": int(config.decoder_noise_bins),
+                           "mean_sigma": float(noise.sigma.mean())})
