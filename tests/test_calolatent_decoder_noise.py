@@ -145,3 +145,28 @@ def test_decode_spreads_a_layer_decoded_all_zero_by_the_fallback_weights(trained
     sums = got.reshape(2, 45, -1).sum(-1)
     torch.testing.assert_close(sums, layers, rtol=1e-5, atol=1e-4)
     assert (got.reshape(2, 45, -1)[0, 3] > 0).sum() > 1       # spread, not one voxel
+
+
+def test_retraining_the_vae_alone_is_refused_while_stages_built_on_it_exist(trained, tmp_path):
+    """Stale dependents would be silently wrong (widths and latent model of an old VAE)."""
+    import shutil
+
+    from caloforge.errors import CheckpointError
+
+    _, tmp = trained
+    shutil.copytree(tmp / "m", tmp_path / "m")
+    cfg = override_config(get_preset("calolatent-ds2-tiny"), overrides=micro_overrides(3))
+    before = (tmp_path / "m" / "checkpoint.json").read_text()
+    with pytest.raises(CheckpointError, match=r"retraining stage 'vae' would leave the trained "
+                       r"stage\(s\) latent, decoder_noise .* \(--stage vae --stage latent "
+                       r"--stage decoder_noise\)"):
+        train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m", stages=("vae",), progress=False)
+    with pytest.raises(CheckpointError, match="decoder_noise"):
+        train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m", stages=("vae", "latent"),
+                       progress=False)
+    assert (tmp_path / "m" / "checkpoint.json").read_text() == before   # nothing written
+    # retrained together, or a stage nothing reads, is fine
+    model = train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m",
+                           stages=("vae", "latent", "decoder_noise"), progress=False)
+    assert model is not None
+    train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m", stages=("layer",), progress=False)

@@ -154,6 +154,25 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+def _refuse_stale_dependents(spec, retrained: list[str], run: tuple[str, ...],
+                             stored: set[str], out: Path) -> None:
+    """Refuse to retrain a stage whose stored dependents (stages that read it frozen,
+    directly or through others) this run would leave built on its old weights."""
+    for name in retrained:
+        dependents, frontier = set(), {name}
+        while frontier:
+            frontier = {t.name for t in spec.stages if set(t.requires) & frontier} - dependents
+            dependents |= frontier
+        stale = [t.name for t in spec.stages if t.name in dependents & stored
+                 and t.name not in run]
+        if stale:
+            flags = " ".join(f"--stage {t}" for t in (name, *stale))
+            raise CheckpointError(
+                f"retraining stage {name!r} would leave the trained stage(s) "
+                f"{', '.join(stale)} in {out} built on its old weights; retrain them with it "
+                f"({flags}) or train into a new --out")
+
+
 def train_pipeline(config: Any, data_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                    stages: tuple[str, ...] | None = None, resume: bool = False,
                    progress: bool = True, device: str | None = None,
@@ -212,6 +231,9 @@ def train_pipeline(config: Any, data_path: str | os.PathLike, out_dir: str | os.
         stored = (ckpt.config or {}).get("pipeline")
         if stored not in (None, spec.name):
             raise CheckpointError(f"{out} holds a {stored!r} model, not a {spec.name!r} one")
+        retrained = [s for s in stages if s in ckpt.stages
+                     and not (resume and _stage_done(out, s, trainer_cfgs[s].max_steps))]
+        _refuse_stale_dependents(spec, retrained, stages, set(ckpt.stages), out)
     if spec.prepare is not None:
         spec.prepare(ctx)
 
