@@ -7,16 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from caloforge.models.autoencoders._upsample_conv import (
-    nearest_up2,
-    nearest_up2_conv3d,
-    prefers_folded,
-)
 from caloforge.models.autoencoders.resnet_vae3d import (
     ResNetVAE3d,
     ResNetVAE3dConfig,
     _pointwise_channels_last,
     _ResBlock3d,
+)
+from caloforge.nn import (
+    nearest_up2,
+    nearest_up2_conv3d,
+    prefers_folded,
 )
 
 

@@ -1,6 +1,7 @@
 """Reusable network blocks (cylindrical convolutions, FFT resampling, residual and
 attention blocks, condition and time embeddings, causal transformer blocks, an
-encoder-decoder transformer, 3-D patching and adaLN-Zero DiT blocks)."""
+encoder-decoder transformer, 3-D patching, adaLN-Zero DiT blocks, and a 3-D convolution
+of a 2x nearest-upsampled volume computed at the low resolution)."""
 
 from .blocks import MLP, AttentionBlock, ConditionEmbedding, FiLM, ResidualBlock, group_norm
 from .cylindrical import (
@@ -27,6 +28,7 @@ from .patch import (
     unpatchify3d,
 )
 from .transformer import CausalSelfAttention, KVCache, TransformerBlock
+from .upsample_conv import nearest_up2, nearest_up2_conv3d, prefers_folded
 
 __all__ = [
     "Attention",
@@ -57,8 +59,11 @@ __all__ = [
     "fft_resample_matrix",
     "group_norm",
     "modulate",
+    "nearest_up2",
+    "nearest_up2_conv3d",
     "patch_grid",
     "patchify3d",
+    "prefers_folded",
     "unpatchify3d",
     "wrap_add_angle",
 ]

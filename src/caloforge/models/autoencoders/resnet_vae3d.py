@@ -49,8 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
+from ...nn.upsample_conv import nearest_up2, nearest_up2_conv3d, prefers_folded
 from ._common import check_choice, check_positive
-from ._upsample_conv import nearest_up2, nearest_up2_conv3d, prefers_folded
 
 __all__ = ["ResNetVAE3d", "ResNetVAE3dConfig", "soft_clamp"]
 
@@ -180,7 +180,7 @@ class _ResBlock3d(nn.Module):
 
         Upsampled, the pointwise maps (SiLU, the 1x1x1 residual conv) run before the
         upsampling, with which they commute, and a wide-to-narrow first conv folds the
-        upsampling into its kernel (``_upsample_conv``): the same function, computed
+        upsampling into its kernel (``caloforge.nn.upsample_conv``): the same function, computed
         without the wide full-resolution tensors that dominated the decoder's time.
         """
         if not upsample:
