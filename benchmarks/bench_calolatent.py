@@ -15,8 +15,9 @@ evaluations (NFE) per batch of
 
 * the layer sampler (``sample_layer_features``: E_inc -> preprocessed layer ratios u);
 * the latent sampler (``sample_latent``: z given E_inc and the sampled u);
-* the decoder with the inverse preprocessing, per-layer renormalisation and threshold
-  (``decode``; one network call whatever the sampler, so timed once per batch);
+* the decoder with the inverse preprocessing, per-layer renormalisation, threshold and,
+  where the model has one, the fitted voxel map of its ``calibration`` stage (``decode``;
+  one network call whatever the sampler, so timed once per batch);
 * the whole ``sample`` (all of the above in one call, the same sampler for both models),
 
 and the speed-up over the reference simulator (GFlash ds2, one CPU thread) timed in the
@@ -640,7 +641,8 @@ def format_table(result: dict[str, Any]) -> str:
               "timed calls (w: a long warm-up kept as the measurement); CPU ms = process CPU "
               "time (all threads); NFE = network evaluations per batch; layer = "
               "sample_layer_features, latent = sample_latent, decoder = decode (network, inverse "
-              "preprocessing, renormalisation, threshold; the same for every sampler), total = "
+              "preprocessing, renormalisation, threshold, voxel map if fitted; the same for every "
+              "sampler), total = "
               "one sample call (the parts plus input checks); the reference is GFlash, not "
               "GEANT4; the paper's 19 ms is for 100 showers on unstated hardware."]
     return "\n".join(lines)

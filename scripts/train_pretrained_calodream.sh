@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Rebuilds the model shipped in src/caloforge/pretrained/calodream-ds2-tiny with the
 # project's own commands: simulate reference ds2 showers, train the CaloDREAM stages
-# (energy, shape, bns) of the tiny preset, copy the generation weights into the package.
+# (energy, shape, bns, then calibration, the fitted voxel-energy map of
+# docs/calibration.md) of the tiny preset, copy the generation weights into the package.
 # Every stage is seeded, so a rerun on the same kind of machine gives the same weights.
+# The shipped model's first three stages were trained before the calibration stage
+# existed; it was added to them with
+#   caloforge train calodream-ds2-tiny --data "$WORK/ds2_train.h5" --out "$WORK/calodream-ds2-tiny" --stage calibration
+# which --resume below also does (it runs every stage the directory lacks).
 set -euo pipefail
 WORK=${1:-runs/pretrained}
 mkdir -p "$WORK"

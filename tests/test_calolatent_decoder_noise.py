@@ -91,6 +91,7 @@ def test_the_stage_is_fitted_stored_and_sampled(trained):
 
     # the mean decoding: switched off, or a model without the stage (older checkpoints)
     back.use_decoder_noise = False
+    back.calibration = None             # the voxel map is another stage's business
     plain = CaloLatent(model.config, model.geometry, model.layer_model, model.vae,
                        model.latent_model, model.transforms)
     assert not plain.use_decoder_noise and plain.describe()["decoder"] == "mean"
@@ -128,9 +129,11 @@ def test_decode_spreads_a_layer_decoded_all_zero_by_the_fallback_weights(trained
         return out
 
     model.vae.decode = decode_with_a_dead_layer
-    old = model.use_decoder_noise, model.config.output_threshold_mev
+    old = model.use_decoder_noise, model.config.output_threshold_mev, model.calibration
     try:
+        # the mean decoding, no threshold and no voxel map: the fallback alone is checked
         model.use_decoder_noise, model.config.output_threshold_mev = False, 0.0
+        model.calibration = None
         got = model.decode(z, u, e).double()
         with torch.inference_mode():
             flat = decode_with_a_dead_layer(z.float(), torch.cat([t.condition(e), u], 1))
@@ -140,7 +143,7 @@ def test_decode_spreads_a_layer_decoded_all_zero_by_the_fallback_weights(trained
         want = t.showers(frac, layers, fallback=soft).to(torch.float32).double()
     finally:
         model.vae.decode = real_decode
-        model.use_decoder_noise, model.config.output_threshold_mev = old
+        model.use_decoder_noise, model.config.output_threshold_mev, model.calibration = old
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     sums = got.reshape(2, 45, -1).sum(-1)
     torch.testing.assert_close(sums, layers, rtol=1e-5, atol=1e-4)
@@ -158,15 +161,19 @@ def test_retraining_the_vae_alone_is_refused_while_stages_built_on_it_exist(trai
     cfg = override_config(get_preset("calolatent-ds2-tiny"), overrides=micro_overrides(3))
     before = (tmp_path / "m" / "checkpoint.json").read_text()
     with pytest.raises(CheckpointError, match=r"retraining stage 'vae' would leave the trained "
-                       r"stage\(s\) latent, decoder_noise .* \(--stage vae --stage latent "
-                       r"--stage decoder_noise\)"):
+                       r"stage\(s\) latent, decoder_noise, calibration .* \(--stage vae "
+                       r"--stage latent --stage decoder_noise --stage calibration\)"):
         train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m", stages=("vae",), progress=False)
     with pytest.raises(CheckpointError, match="decoder_noise"):
         train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m", stages=("vae", "latent"),
                        progress=False)
     assert (tmp_path / "m" / "checkpoint.json").read_text() == before   # nothing written
-    # retrained together, or a stage nothing reads, is fine
+    # retrained together is fine; the voxel map reads every network, the layer model too
     model = train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m",
-                           stages=("vae", "latent", "decoder_noise"), progress=False)
+                           stages=("vae", "latent", "decoder_noise", "calibration"),
+                           progress=False)
     assert model is not None
-    train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m", stages=("layer",), progress=False)
+    with pytest.raises(CheckpointError, match=r"\(--stage layer --stage calibration\)"):
+        train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m", stages=("layer",), progress=False)
+    train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m", stages=("layer", "calibration"),
+                   progress=False)

@@ -127,7 +127,7 @@ def test_latent_path_trains_and_generates(data_file, tmp_path):
     s = model.sample(torch.tensor([1e4, 1e5]), generator=torch.Generator().manual_seed(0))
     assert s.shape == (2, DS2.n_voxels) and torch.isfinite(s).all() and (s >= 0).all()
     assert set(json.loads((tmp_path / "m" / "checkpoint.json").read_text())["stages"]) == {
-        "energy", "vae", "shape", "bns"}
+        "energy", "vae", "shape", "bns", "calibration"}
 
 
 def test_energy_network_learns_the_response(data_file, tmp_path):

@@ -305,8 +305,10 @@ def test_decoded_layers_hold_the_sampled_layer_energies(trained, data):
     assert exact.use_decoder_noise          # the decoder's Gaussian is drawn, same stream
     s = exact.decode(z, u, e, generator=torch.Generator().manual_seed(5)).double()
     torch.testing.assert_close(s.reshape(20, 45, -1).sum(-1), target, rtol=1e-5, atol=1e-4)
-    # with the 15.15 keV threshold only voxels below it go
-    cut = model.decode(z, u, e, generator=torch.Generator().manual_seed(5)).double()
+    # with the 15.15 keV threshold only voxels below it go (without the voxel map)
+    plain = CaloLatent(model.config, model.geometry, model.layer_model, model.vae,
+                       model.latent_model, model.transforms, model.decoder_noise)
+    cut = plain.decode(z, u, e, generator=torch.Generator().manual_seed(5)).double()
     assert ((cut == 0) | (cut >= model.config.output_threshold_mev)).all()
     assert ((s - cut).abs() <= model.config.output_threshold_mev).all()
 
@@ -338,13 +340,38 @@ def test_save_load_samplers_and_nan_guard(trained, tmp_path):
         back.sample(e)
 
 
+def test_calibration_stage_is_fitted_last_stored_and_applied(trained, data):
+    model, out = trained
+    manifest = json.loads((out / "checkpoint.json").read_text())
+    assert list(manifest["stages"])[-1] == "calibration"
+    assert 0 < manifest["stages"]["calibration"]["extra"]["showers"] <= model.config.calibration.showers
+    assert model.calibration is not None and "quantile map" in model.describe()["calibration"]
+    _, energies = data
+    e = energies[:30]
+    mapped = model.sample(e, generator=torch.Generator().manual_seed(2))
+    own = CaloLatent(model.config, model.geometry, model.layer_model, model.vae,
+                     model.latent_model, model.transforms, model.decoder_noise)
+    raw = own.sample(e, generator=torch.Generator().manual_seed(2))
+    # the same draws: the map moves voxels, the layer energies stay
+    assert not torch.equal(mapped, raw)
+    torch.testing.assert_close(mapped.double().reshape(30, 45, -1).sum(-1),
+                               raw.double().reshape(30, 45, -1).sum(-1), rtol=1e-4, atol=1e-3)
+    # a stored config from before the stage migrates to "no calibration"
+    from caloforge.pipelines.registry import config_from_manifest
+    old = {k: v for k, v in manifest["config"].items() if k != "calibration"}
+    old["config_version"] = 2
+    _, migrated = config_from_manifest(old, "old", expect="calolatent")
+    assert migrated.calibration.showers == 0 and not migrated.calibration.enabled
+
+
 def test_baseline_vae_trains_without_a_latent_model(data_file, tmp_path):
     cfg = override_config(get_preset("calolatent-ds2-vae-baseline-tiny"),
                           overrides=micro_overrides(3))
     model = train_pipeline(cfg, data_file, tmp_path / "b", progress=False)
     assert model.latent_model is None and model.config.kl_weight == 1.0
     manifest = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
-    assert set(manifest["stages"]) == {"layer", "vae", "decoder_noise"}  # no latent model
+    # no latent model
+    assert set(manifest["stages"]) == {"layer", "vae", "decoder_noise", "calibration"}
     with pytest.raises(ConfigError, match="does not apply"):
         train_pipeline(cfg, data_file, tmp_path / "c", stages=("latent",), progress=False)
     assert model.nfe()["latent"] == 0

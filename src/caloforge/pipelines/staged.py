@@ -78,6 +78,8 @@ class StageContext:
     trainer_configs: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     data_path: Path | None = None
+    #: show progress bars (stages with loops of their own honour it too)
+    progress: bool = True
 
     def checkpoint(self):
         """The checkpoint written so far (verified), or None."""
@@ -224,7 +226,8 @@ def train_pipeline(config: Any, data_path: str | os.PathLike, out_dir: str | os.
                        energies=energies, train_idx=train_idx, val_idx=val_idx, out_dir=out,
                        resume=resume, stages=stages,
                        fingerprint=data_fingerprint(data, path=data_path),
-                       trainer_configs=trainer_cfgs, data_path=Path(data_path))
+                       trainer_configs=trainer_cfgs, data_path=Path(data_path),
+                       progress=progress)
     del data
     if (out / MANIFEST_NAME).exists():
         ckpt = load_checkpoint(out, expect_geometry=geometry)

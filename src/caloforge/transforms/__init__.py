@@ -23,6 +23,7 @@ from .occupancy import OccupancyCalibration
 from .ratios import LayerEnergyRatios
 from .scale import MinMaxScale, Standardize
 from .tokens import DigitTokenizer
+from .voxel_quantiles import VoxelQuantileCalibration, fit_voxel_quantile_calibration
 
 __all__ = [
     "Compose",
@@ -39,6 +40,8 @@ __all__ = [
     "ShowerNormalization",
     "Standardize",
     "Transform",
+    "VoxelQuantileCalibration",
+    "fit_voxel_quantile_calibration",
     "layer_energies",
     "list_transforms",
     "register_transform",

@@ -1,10 +1,12 @@
 """CaloDREAM: autoregressive CFM energy network + ViT shape network (full space or VAE
 latent) + bespoke solvers (docs/calodream.md).
 
-Stages, in order: ``energy``, ``vae`` (latent space only), ``shape``, ``bns``.
+Stages, in order: ``energy``, ``vae`` (latent space only), ``shape``, ``bns``,
+``calibration`` (the fitted voxel-energy map, docs/calibration.md).
 """
 
 from ..registry import PipelineSpec, StageSpec, register_pipeline_spec
+from ..voxel_calibration import NO_CALIBRATION, calibration_stage
 from .config import BNSConfig, CaloDREAMConfig, CaloDREAMTraining
 from .model import CaloDREAM, build_calodream_models
 from .presets import CALODREAM_PRESETS
@@ -41,11 +43,22 @@ def micro_overrides(steps: int = 6) -> list[str]:
             "energy.head_layers=2", "shape.dim=16", "shape.n_heads=2", "shape.mlp_hidden=16",
             "shape.n_blocks=1", "energy_solver=euler-2", "shape_solver=euler-3",
             "bns.n_steps=2", "bns.max_iters=3", "bns.patience=2", "bns.batch_size=4",
-            "bns.reference=midpoint-4"]
+            "bns.reference=midpoint-4", "calibration.showers=40"]
     for stage in ("energy", "shape"):
         sets += [f"training.{stage}.max_steps={steps}", f"training.{stage}.batch_size=16",
                  f"training.{stage}.checkpoint_every=2", f"training.{stage}.val_every=0"]
     return sets
+
+
+def _migrate(body: dict, version: int) -> dict:
+    """Upgrade a stored config to the current layout.
+
+    1 -> 2: the voxel calibration (``calibration``); a model stored before it has no such
+    stage, which ``calibration.showers = 0`` says.
+    """
+    if version <= 1:
+        body.setdefault("calibration", dict(NO_CALIBRATION))
+    return body
 
 
 CALODREAM_SPEC = register_pipeline_spec(PipelineSpec(
@@ -61,10 +74,13 @@ CALODREAM_SPEC = register_pipeline_spec(PipelineSpec(
         StageSpec("bns", build_bns_stage, requires=("energy", "shape"),
                   enabled=lambda c: c.bns.enabled,
                   description="bespoke non-stationary solver of the shape network"),
+        calibration_stage(requires=("energy", "vae", "shape", "bns")),
     ),
     generator=CaloDREAM,
     trainer_config=trainer_config,
     presets=CALODREAM_PRESETS,
     prepare=prepare,
+    config_version=2,
+    migrate=_migrate,
     description="CaloDREAM: transfusion energy network + ViT shape network + bespoke solvers",
 ))

@@ -12,6 +12,7 @@ from typing import Literal
 from ...errors import ConfigError
 from ...models import TransfusionConfig, VAEConfig, ViTConfig
 from ...training import TrainerConfig
+from ..voxel_calibration import VoxelCalibrationConfig
 
 __all__ = ["BNSConfig", "CaloDREAMConfig", "CaloDREAMTraining"]
 
@@ -92,6 +93,9 @@ class CaloDREAMConfig:
     energy_solver: str = "rk4-50"
     shape_solver: str = "rk4-20"
     bns: BNSConfig = field(default_factory=BNSConfig)
+    #: quantile map of the generated voxel energies onto the training showers' (stage
+    #: ``calibration``, after every network; not in the paper: docs/calibration.md)
+    calibration: VoxelCalibrationConfig = field(default_factory=VoxelCalibrationConfig)
     #: fraction of the training file held out for validation losses
     validation_fraction: float = 0.05
     #: read at most this many showers of the training file (None = all)

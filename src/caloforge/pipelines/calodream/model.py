@@ -24,9 +24,11 @@ from ...errors import ConfigError
 from ...geometry import CylindricalGeometry
 from ...models import ConvVAE3d, TransfusionEnergyNet, ViTVelocityField
 from ...sampling import BNSSolver, parse_solver
+from ...transforms import VoxelQuantileCalibration
 from ..base import check_finite, validate_energies
 from ..compose import check_layer_energies
 from ..persist import open_model_checkpoint, save_model_checkpoint
+from ..voxel_calibration import describe_calibration, load_voxel_calibration
 from .config import CaloDREAMConfig
 from .transforms import CaloDREAMTransforms
 
@@ -50,7 +52,8 @@ class CaloDREAM:
 
     def __init__(self, config: CaloDREAMConfig, geometry: CylindricalGeometry,
                  models: dict[str, torch.nn.Module], transforms: CaloDREAMTransforms,
-                 bespoke: dict[str, BNSSolver] | None = None) -> None:
+                 bespoke: dict[str, BNSSolver] | None = None,
+                 calibration: VoxelQuantileCalibration | None = None) -> None:
         self.config = config
         self.geometry = geometry
         self.energy_net = models["energy"].eval()
@@ -58,6 +61,9 @@ class CaloDREAM:
         self.vae = models["vae"].eval() if "vae" in models else None
         self.transforms = transforms
         self.bespoke = dict(bespoke or {})
+        #: the fitted voxel-energy map (stage ``calibration``; kept on the CPU, where the
+        #: decoded showers are), or None: set it to None for the model's own voxels
+        self.calibration = calibration
         for s in self.bespoke.values():
             s.eval().requires_grad_(False)
         self.device = torch.device("cpu")
@@ -159,7 +165,10 @@ class CaloDREAM:
         thr = self.config.output_threshold_mev
         if thr > 0:
             showers = torch.where(showers < thr, torch.zeros_like(showers), showers)
-        return showers.to(torch.float32)
+        showers = showers.to(torch.float32)
+        if self.calibration is not None:
+            showers = self.calibration(showers, incident_energy)
+        return showers
 
     # ------------------------------------------------- the two halves, each alone
     def sample_layer_energies(self, incident_energy: Tensor, *,
@@ -218,6 +227,8 @@ class CaloDREAM:
             out["vae"] = {"vae": self.vae}
         if self.bespoke:
             out["bns"] = dict(self.bespoke)
+        if self.calibration is not None:
+            out["calibration"] = {"calibration": self.calibration}
         return out
 
     def save(self, path: str | os.PathLike) -> None:
@@ -239,7 +250,9 @@ class CaloDREAM:
             for name, state in ckpt.state_dicts("bns").items():
                 bespoke[name] = BNSSolver.from_state_dict(state)
         transforms = CaloDREAMTransforms.from_state(ckpt.manifest.get("transforms", {}))
-        return cls(config, geometry, models, transforms, bespoke).to(map_location)
+        calibration = load_voxel_calibration(ckpt, config, geometry)
+        return cls(config, geometry, models, transforms, bespoke,
+                   calibration).to(map_location)
 
     def n_parameters(self) -> dict[str, int]:
         out = {"energy": sum(p.numel() for p in self.energy_net.parameters()),
@@ -251,6 +264,7 @@ class CaloDREAM:
     def describe(self) -> dict[str, Any]:
         return {"space": self.config.space, "energy_solver": self.energy_solver.name,
                 "shape_solver": self._shape_solver_name, "bespoke": sorted(self.bespoke),
+                "calibration": describe_calibration(self.calibration),
                 "parameters": self.n_parameters()}
 
     def __repr__(self) -> str:

@@ -33,6 +33,9 @@ def trainer_config(config: CaloDREAMConfig, stage: str) -> TrainerConfig:
         b = config.bns
         return TrainerConfig(max_steps=b.max_iters, batch_size=b.batch_size, lr=b.lr,
                              seed=b.seed, device="cpu")
+    if stage == "calibration":
+        # fits a map and trains nothing: the shape network's seed and device
+        return config.training.shape
     return getattr(config.training, stage)
 
 

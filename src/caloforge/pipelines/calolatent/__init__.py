@@ -9,6 +9,7 @@ that generation samples it instead of decoding its mean).
 """
 
 from ..registry import PipelineSpec, StageSpec, register_pipeline_spec
+from ..voxel_calibration import NO_CALIBRATION, calibration_stage
 from .config import CaloLatentConfig, CaloLatentTraining
 from .decoder_noise import DecoderNoise, fit_decoder_noise
 from .model import CaloLatent, CaloLatentTransforms, build_calolatent_models
@@ -50,7 +51,8 @@ def micro_overrides(steps: int = 6) -> list[str]:
             "vae.cond_dim=8", "layer_model.hidden_dim=16", "layer_model.embed_dim=8",
             "layer_model.time_hidden=16", "latent_model.hidden_dim=16",
             "latent_model.embed_dim=8", "latent_model.time_hidden=16",
-            "layer_sampler=em-4", "latent_sampler=em-4", "decoder_noise_showers=40"]
+            "layer_sampler=em-4", "latent_sampler=em-4", "decoder_noise_showers=40",
+            "calibration.showers=40"]
     for stage in ("layer", "vae", "latent"):
         sets += [f"training.{stage}.max_steps={steps}", f"training.{stage}.batch_size=16",
                  f"training.{stage}.checkpoint_every=2", f"training.{stage}.val_every=0",
@@ -63,10 +65,14 @@ def _migrate(body: dict, version: int) -> dict:
 
     1 -> 2: the decoder's fitted width (``decoder_noise_*``); a model stored before it has
     no such stage and decodes the mean, which ``decoder_noise_bins = 0`` says.
+    2 -> 3: the voxel calibration (``calibration``); a model stored before it has no such
+    stage, which ``calibration.showers = 0`` says.
     """
     if version <= 1:
         body.setdefault("decoder_noise_bins", 0)
         body.setdefault("decoder_noise_showers", 20000)
+    if version <= 2:
+        body.setdefault("calibration", dict(NO_CALIBRATION))
     return body
 
 
@@ -85,12 +91,13 @@ CALOLATENT_SPEC = register_pipeline_spec(PipelineSpec(
         StageSpec("decoder_noise", build_decoder_noise_stage, requires=("vae",),
                   description="width of the decoder's Gaussian per voxel (fitted, no training)",
                   enabled=lambda config: config.decoder_noise_bins > 0),
+        calibration_stage(requires=("layer", "vae", "latent", "decoder_noise")),
     ),
     generator=CaloLatent,
     trainer_config=trainer_config,
     presets=CALOLATENT_PRESETS,
     prepare=prepare,
-    config_version=2,
+    config_version=3,
     migrate=_migrate,
     description="CaloLatent: layer diffusion + 3-D VAE + latent score-based diffusion",
 ))

@@ -15,6 +15,7 @@ from ...models import LatentScoreConfig, LayerDiffusionConfig, ResNetVAE3dConfig
 from ...paths import VPSDEPath
 from ...sampling import parse_sde_sampler
 from ...training import TrainerConfig
+from ..voxel_calibration import VoxelCalibrationConfig
 
 __all__ = ["CaloLatentConfig", "CaloLatentTraining"]
 
@@ -91,6 +92,9 @@ class CaloLatentConfig:
     decoder_noise_bins: int = 4
     #: training showers (at most) whose reconstructions fit that width
     decoder_noise_showers: int = 20000
+    #: quantile map of the generated voxel energies onto the training showers' (stage
+    #: ``calibration``, after every network; not in the paper: docs/calibration.md)
+    calibration: VoxelCalibrationConfig = field(default_factory=VoxelCalibrationConfig)
     #: voxels below this (MeV) are set to 0 after generation (the ds2 readout threshold,
     #: 15.15 keV; docs/calolatent.md)
     output_threshold_mev: float = 0.01515

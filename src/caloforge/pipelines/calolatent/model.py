@@ -32,11 +32,13 @@ from ...transforms import (
     Logit,
     MinMaxScale,
     Standardize,
+    VoxelQuantileCalibration,
     transform_from_state,
 )
 from ..base import check_finite, validate_energies
 from ..compose import check_layer_energies
 from ..persist import open_model_checkpoint, save_model_checkpoint
+from ..voxel_calibration import describe_calibration, load_voxel_calibration
 from .config import CaloLatentConfig
 from .decoder_noise import DecoderNoise
 
@@ -239,7 +241,8 @@ class CaloLatent:
 
     def __init__(self, config: CaloLatentConfig, geometry: CylindricalGeometry, layer_model,
                  vae, latent_model, transforms: CaloLatentTransforms,
-                 decoder_noise: DecoderNoise | None = None) -> None:
+                 decoder_noise: DecoderNoise | None = None,
+                 calibration: VoxelQuantileCalibration | None = None) -> None:
         self.config = config
         self.geometry = geometry
         self.layer_model = layer_model.eval()
@@ -250,6 +253,9 @@ class CaloLatent:
         self.decoder_noise = decoder_noise
         #: sample the decoder's Gaussian (True, where fitted) or decode its mean (the paper)
         self.use_decoder_noise = decoder_noise is not None
+        #: the fitted voxel-energy map (stage ``calibration``; kept on the CPU, where the
+        #: decoded showers are), or None: set it to None for the model's own voxels
+        self.calibration = calibration
         self.path = config.path
         self.device = torch.device("cpu")
         #: the samplers ``sample`` uses unless told otherwise (see :meth:`set_solver`)
@@ -341,7 +347,10 @@ class CaloLatent:
         thr = self.config.output_threshold_mev
         if thr > 0:
             showers = torch.where(showers < thr, torch.zeros_like(showers), showers)
-        return showers.to(torch.float32)
+        showers = showers.to(torch.float32)
+        if self.calibration is not None:
+            showers = self.calibration(showers, e)
+        return showers
 
     def sample_layer_energies(self, incident_energy: Tensor, *,
                               generator: torch.Generator | None = None,
@@ -404,6 +413,7 @@ class CaloLatent:
                 "latent_sampler": latent,
                 "decoder": ("Gaussian draw (fitted width)" if self.use_decoder_noise
                             and self.decoder_noise is not None else "mean"),
+                "calibration": describe_calibration(self.calibration),
                 "parameters": self.n_parameters()}
 
     # ------------------------------------------------------------ persistence
@@ -413,6 +423,8 @@ class CaloLatent:
             mods["latent"] = {"latent_model": self.latent_model}
         if self.decoder_noise is not None:
             mods["decoder_noise"] = {"decoder_noise": self.decoder_noise}
+        if self.calibration is not None:
+            mods["calibration"] = {"calibration": self.calibration}
         return mods
 
     def save(self, path: str | os.PathLike) -> None:
@@ -438,7 +450,9 @@ class CaloLatent:
         if "decoder_noise" in ckpt.stages:   # optional: checkpoints before it decode the mean
             noise = DecoderNoise(max(config.decoder_noise_bins, 1), geometry.n_voxels)
             ckpt.load_modules("decoder_noise", {"decoder_noise": noise})
-        return cls(config, geometry, layer, vae, latent, transforms, noise).to(map_location)
+        calibration = load_voxel_calibration(ckpt, config, geometry)
+        return cls(config, geometry, layer, vae, latent, transforms, noise,
+                   calibration).to(map_location)
 
     def n_parameters(self) -> dict[str, int]:
         """Parameters per network (the VAE's encoder included: it is part of the stage)."""

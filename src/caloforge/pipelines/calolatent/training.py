@@ -34,8 +34,8 @@ _CHUNK = 2048
 
 
 def trainer_config(config: CaloLatentConfig, stage: str):
-    if stage == "decoder_noise":
-        # fits the frozen VAE's width and trains nothing: the VAE's seed and device
+    if stage in ("decoder_noise", "calibration"):
+        # fits a map and trains nothing: the VAE's seed and device
         return config.training.vae
     return getattr(config.training, stage)
 

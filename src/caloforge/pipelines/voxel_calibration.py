@@ -1,0 +1,149 @@
+"""The ``calibration`` stage any voxel pipeline can add after its last trained stage.
+
+It fits a :class:`~caloforge.transforms.VoxelQuantileCalibration`: the finished model
+generates showers at the incident energies of (at most ``calibration.showers``) training
+showers, and the map sends each cell's voxel energies from the model's distribution onto
+those training showers'. No network is trained. A pipeline opts in with a
+:class:`VoxelCalibrationConfig` field named ``calibration`` in its config, a
+:func:`calibration_stage` in its stage list, and, in its generator,
+:func:`load_voxel_calibration` at load and the map applied to its decoded showers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoints import save_checkpoint
+from ..errors import ConfigError
+from ..geometry import CylindricalGeometry
+from ..transforms.voxel_quantiles import VoxelQuantileCalibration, fit_voxel_quantile_calibration
+from .registry import StageSpec
+
+__all__ = ["NO_CALIBRATION", "VoxelCalibrationConfig", "build_voxel_calibration_stage", "calibration_stage",
+           "calibration_threshold", "describe_calibration",
+           "load_voxel_calibration"]
+
+_log = logging.getLogger(__name__)
+
+#: showers generated at once while fitting
+_CHUNK = 1000
+
+
+@dataclass
+class VoxelCalibrationConfig:
+    """The fitted voxel-energy calibration (stage ``calibration``).
+
+    Attributes:
+        showers: training showers it is fitted on (the model generates as many); 0 turns
+            the stage off and generation returns the model's voxels unmapped.
+        bins: bins of ln E_inc, of equal numbers of showers, each with its own map.
+        quantiles: quantiles per (cell, bin) kept of each side's non-empty voxels.
+
+    The stage's seed and device are its trainer settings' (``training.calibration`` maps
+    to the pipeline's last network stage, see its ``trainer_config``).
+    """
+
+    showers: int = 20000
+    bins: int = 8
+    quantiles: int = 64
+
+    def __post_init__(self) -> None:
+        if self.showers < 0:
+            raise ConfigError(f"calibration.showers must be >= 0, got {self.showers}")
+        if self.bins < 1 or self.quantiles < 2:
+            raise ConfigError(f"calibration.bins must be >= 1 and calibration.quantiles >= 2, "
+                              f"got {self.bins} and {self.quantiles}")
+        if 0 < self.showers < 2 * self.bins:
+            raise ConfigError(f"calibration.showers ({self.showers}) must be at least twice "
+                              f"calibration.bins ({self.bins})")
+
+    @property
+    def enabled(self) -> bool:
+        return self.showers > 0
+
+
+#: the stored form of "no calibration stage", for migrating configs stored before it
+NO_CALIBRATION = {"showers": 0, "bins": 8, "quantiles": 64}
+
+
+def calibration_threshold(config: Any) -> float:
+    """The threshold (MeV) below which voxels count as empty: the pipeline's
+    ``output_threshold_mev`` (0: only voxels of exactly 0), so that the map never removes
+    a voxel the pipeline would otherwise write."""
+    return float(getattr(config, "output_threshold_mev", 0.0) or 0.0)
+
+
+def _empty_calibration(config: Any, geometry: CylindricalGeometry) -> VoxelQuantileCalibration:
+    c: VoxelCalibrationConfig = config.calibration
+    return VoxelQuantileCalibration.for_geometry(
+        geometry, n_bins=c.bins, n_quantiles=c.quantiles,
+        threshold_mev=calibration_threshold(config))
+
+
+def load_voxel_calibration(ckpt, config: Any,
+                           geometry: CylindricalGeometry) -> VoxelQuantileCalibration | None:
+    """The stored calibration of a checkpoint, or None when it has no such stage."""
+    if "calibration" not in ckpt.stages:
+        return None
+    cal = _empty_calibration(config, geometry)
+    ckpt.load_modules("calibration", {"calibration": cal})
+    return cal
+
+
+def describe_calibration(calibration: VoxelQuantileCalibration | None) -> str:
+    """One line for ``caloforge info``."""
+    if calibration is None:
+        return "none (the model's own voxels)"
+    return (f"voxel quantile map ({calibration.n_bins} E_inc bins x "
+            f"{calibration.n_quantiles} quantiles per layer and radial bin)")
+
+
+def build_voxel_calibration_stage(ctx) -> None:
+    """Generate with the finished model at training energies and fit the map; no
+    training. The model is loaded from the run directory without any older map."""
+    from tqdm.auto import tqdm
+
+    from ..training import resolve_device  # here: generation never imports training
+
+    config = ctx.config
+    c: VoxelCalibrationConfig = config.calibration
+    tcfg = ctx.trainer_configs["calibration"]
+    device = resolve_device(tcfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    generator = ctx.spec.generator.load(ctx.out_dir, map_location=device)
+    generator.calibration = None       # fit against the model's own voxels
+    rng = np.random.default_rng([tcfg.seed, 13])
+    n = min(c.showers, len(ctx.train_idx))
+    if n < 2 * c.bins:
+        raise ConfigError(f"the calibration stage needs at least {2 * c.bins} training "
+                          f"showers, the training split has {len(ctx.train_idx)}")
+    rows = torch.as_tensor(np.sort(rng.choice(ctx.train_idx, size=n, replace=False)))
+    energies = ctx.energies[rows].to(torch.float64)
+    gen = torch.Generator(device=device).manual_seed(tcfg.seed)
+    _log.info("calibration: generating %d showers at training energies", n)
+    chunks = tqdm(range(0, n, _CHUNK), desc="calibration: generating", unit="batch",
+                  disable=not ctx.progress, leave=False)
+    generated = torch.cat([generator.sample(energies[lo:lo + _CHUNK], batch_size=_CHUNK,
+                                            generator=gen) for lo in chunks])
+    cal = fit_voxel_quantile_calibration(_empty_calibration(config, ctx.geometry), generated,
+                                         ctx.showers[rows], energies)
+    empty_gen = float(cal.empty_model.mean())
+    empty_data = float(cal.empty_data.mean())
+    save_checkpoint(ctx.out_dir, "calibration", {"calibration": cal}, **ctx.checkpoint_meta(),
+                    extra={"showers": int(n), "bins": c.bins, "quantiles": c.quantiles,
+                           "threshold_mev": cal.threshold_mev,
+                           "empty_fraction_model": empty_gen,
+                           "empty_fraction_data": empty_data})
+
+
+def calibration_stage(requires: tuple[str, ...]) -> StageSpec:
+    """The stage entry: after ``requires`` (every stage generation uses)."""
+    return StageSpec("calibration", build_voxel_calibration_stage, requires=requires,
+                     enabled=lambda config: config.calibration.enabled,
+                     description="quantile map of voxel energies onto the training "
+                                 "showers' (fitted, no training)")

@@ -1,0 +1,325 @@
+"""Voxel-energy calibration: a fitted quantile map from a model's voxels onto the data's.
+
+Generators whose voxels come out of a continuous density (a logit of fractions, a
+decoder's Gaussian) cannot make the gap between an empty voxel and the smallest deposit
+the data has: the GFlash reference (like any detector whose hits are made of energy
+quanta) has almost no voxel below a few MeV, a peak at the energy of one spot and its
+multiples, while a flow or a VAE spreads a continuum of sub-MeV voxels over the outer
+cells. Those voxels are a small part of the energy but most of what the sparsity, voxel
+energy, width and centre features and a classifier see.
+
+The calibration maps each generated voxel energy through the model's own distribution
+onto the data's, per cell (layer, radial bin; the angular bins share one map, as the
+geometry is symmetric in angle) and per bin of ln E_inc, including the atom at zero:
+
+    p = p0_model + (1 - p0_model) F_model+(e)          (e > 0; 0 stays 0)
+    e' = 0                                             if p < p0_data
+    e' = F_data+^-1((p - p0_data) / (1 - p0_data))      otherwise
+
+where p0 are the fractions of empty voxels (below the readout threshold) and F+ the
+distributions of the non-empty ones, each kept as ``n_quantiles`` quantiles of ln e
+(linear interpolation between them; above the model's top quantile ln e is shifted as
+at that quantile). It is monotone in e within a cell, so the order of a
+shower's voxels in a cell is kept and only their scale changes. Afterwards every layer
+is rescaled to the energy it had (the layer energies stay the model's own, or the ones a
+composition imposed; voxels the rescale pushes below the threshold go and the layer is
+rescaled again, upwards); a layer all of whose voxels the map removed keeps its energy
+in its largest voxel.
+
+Fitted after the model's last stage, on showers the model generates at the training
+showers' incident energies against those training showers: the same construction as
+CaloClouds II's calibrations, fitted in voxel space.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..geometry import CylindricalGeometry
+
+__all__ = ["VoxelQuantileCalibration", "fit_voxel_quantile_calibration"]
+
+#: below this many non-empty voxels a cell's distribution is not estimated: the map
+#: passes the model's voxels of that cell through unchanged (before the layer rescale)
+_MIN_COUNT = 20
+
+#: points per (bin, cell) of the table through which the map is evaluated at generation:
+#: ln e spacing (top - bottom quantile) / 511; where the map bends between two points the
+#: table cuts the corner, by a few 1e-3 in ln e at most (tests/test_voxel_calibration.py)
+_GRID = 512
+
+def _cells(geometry: CylindricalGeometry) -> tuple[Tensor, Tensor, Tensor]:
+    """(cell of each voxel (V,), layer of each voxel (V,), layer of each cell (C,))."""
+    cell_of_voxel, layer_of_voxel, layer_of_cell = [], [], []
+    n_cells = 0
+    for layer, (edges, n_alpha) in enumerate(zip(geometry.r_edges, geometry.n_alpha)):
+        n_r = len(edges) - 1
+        if n_r <= 0:
+            continue
+        cells = np.arange(n_cells, n_cells + n_r)
+        cell_of_voxel.append(np.tile(cells, n_alpha))      # alpha slow, r fast
+        layer_of_voxel.append(np.full(n_alpha * n_r, layer))
+        layer_of_cell.append(np.full(n_r, layer))
+        n_cells += n_r
+    return (torch.as_tensor(np.concatenate(cell_of_voxel)),
+            torch.as_tensor(np.concatenate(layer_of_voxel)),
+            torch.as_tensor(np.concatenate(layer_of_cell)))
+
+
+class VoxelQuantileCalibration(nn.Module):
+    """Quantile map of voxel energies per (cell, ln E_inc bin); see the module docstring.
+
+    Build it for a geometry (:meth:`for_geometry`), then fit it
+    (:func:`fit_voxel_quantile_calibration`) or load its buffers from a checkpoint.
+    ``forward(showers (N, V) MeV, incident_energy (N,) MeV)`` returns calibrated showers.
+    """
+
+    def __init__(self, n_bins: int, n_quantiles: int, cell_of_voxel: Tensor,
+                 layer_of_voxel: Tensor, layer_of_cell: Tensor, n_layers: int,
+                 threshold_mev: float) -> None:
+        super().__init__()
+        if n_bins < 1 or n_quantiles < 2:
+            raise ConfigError(f"the voxel calibration needs at least 1 energy bin and 2 "
+                              f"quantiles, got {n_bins} and {n_quantiles}")
+        if not threshold_mev >= 0:
+            raise ConfigError(f"the voxel calibration's readout threshold must be >= 0, "
+                              f"got {threshold_mev} MeV")
+        n_cells = len(layer_of_cell)
+        self.n_bins, self.n_quantiles, self.n_layers = int(n_bins), int(n_quantiles), n_layers
+        self.threshold_mev = float(threshold_mev)
+        # derived from the geometry, not stored
+        self.register_buffer("cell_of_voxel", cell_of_voxel.long(), persistent=False)
+        self.register_buffer("layer_of_voxel", layer_of_voxel.long(), persistent=False)
+        self.register_buffer("log_e_edges", torch.zeros(n_bins - 1, dtype=torch.float64))
+        self.register_buffer("empty_model", torch.zeros(n_bins, n_cells))
+        self.register_buffer("empty_data", torch.zeros(n_bins, n_cells))
+        self.register_buffer("log_q_model", torch.zeros(n_bins, n_cells, n_quantiles))
+        self.register_buffer("log_q_data", torch.zeros(n_bins, n_cells, n_quantiles))
+        sizes = torch.bincount(self.layer_of_voxel, minlength=n_layers)
+        #: voxels per layer when every layer has as many (layer sums by reshaping)
+        self.layer_size = int(sizes[0]) if bool((sizes == sizes[0]).all()) else None
+
+    @classmethod
+    def for_geometry(cls, geometry: CylindricalGeometry, *, n_bins: int, n_quantiles: int,
+                     threshold_mev: float) -> VoxelQuantileCalibration:
+        cell_of_voxel, layer_of_voxel, layer_of_cell = _cells(geometry)
+        return cls(n_bins, n_quantiles, cell_of_voxel, layer_of_voxel, layer_of_cell,
+                   geometry.n_layers, threshold_mev)
+
+    @property
+    def levels(self) -> Tensor:
+        """The quantile levels (K,): mid-points of K equal slices of [0, 1]."""
+        k = self.n_quantiles
+        return (torch.arange(k, dtype=torch.float64) + 0.5) / k
+
+    def layer_sums(self, x: Tensor) -> Tensor:
+        """Per-layer sums (N, L) of voxel energies (N, V)."""
+        if self.layer_size is not None:      # every layer has as many voxels: a reshape
+            return x.reshape(len(x), self.n_layers, self.layer_size).sum(-1)
+        out = torch.zeros(len(x), self.n_layers, dtype=x.dtype, device=x.device)
+        return out.index_add_(1, self.layer_of_voxel, x)
+
+    def _scale_layers(self, y: Tensor, scale: Tensor) -> Tensor:
+        if self.layer_size is not None:
+            return (y.reshape(len(y), self.n_layers, self.layer_size)
+                    * scale[:, :, None]).reshape(y.shape)
+        return y * scale[:, self.layer_of_voxel]
+
+    def map_log_energies(self, lv: Tensor, row: Tensor) -> tuple[Tensor, Tensor]:
+        """The map itself, in float64: ln e (M,) of non-empty voxels whose (bin, cell)
+        rows (bin * n_cells + cell) are ``row`` (M,) -> (ln e' (M,), kept (M,) bool).
+
+        :meth:`forward` evaluates it through a fine table (:meth:`_tables`); this is the
+        definition, used to build the table and by the tests.
+        """
+        kq = self.n_quantiles
+        f64 = torch.float64
+        lv = lv.to(f64)
+        qm = self.log_q_model.reshape(-1, kq).to(f64)[row]          # (M, K)
+        qd = self.log_q_data.reshape(-1, kq).to(f64)[row]
+        p0m = self.empty_model.reshape(-1).to(f64)[row]
+        p0d = self.empty_data.reshape(-1).to(f64)[row]
+        j = torch.searchsorted(qm, lv[:, None]).reshape(-1).clamp(1, kq - 1)
+        x0, x1 = qm.gather(1, j[:, None] - 1)[:, 0], qm.gather(1, j[:, None])[:, 0]
+        w = ((lv - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0.0, 1.0)
+        f = (j - 0.5 + w) / kq               # the levels are (i + 0.5) / K
+        p = p0m + (1.0 - p0m) * f
+        keep = p >= p0d
+        u2 = (p - p0d) / (1.0 - p0d).clamp_min(1e-12)
+        # the data's levels are uniform: the bracketing index follows from u2 directly
+        pos_k = (u2 * kq - 0.5).clamp(0.0, kq - 1.0)
+        i0 = pos_k.floor().long().clamp(0, kq - 2)
+        w2 = pos_k - i0
+        out = (qd.gather(1, i0[:, None])[:, 0] * (1.0 - w2)
+               + qd.gather(1, i0[:, None] + 1)[:, 0] * w2)
+        # above the model's top quantile: shifted as at the top
+        out = torch.where(lv > qm[:, -1], out + lv - qm[:, -1], out)
+        return out, keep
+
+    def _tables(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The map of every row on ``_GRID`` points equally spaced in ln e between the
+        model's first and last quantile: (lowest ln e (R,), 1 / spacing (R,), the
+        smallest kept ln e (R,), ln e' on the grid (R * _GRID,)), float32; rebuilt when
+        the buffers change (fit, load, move)."""
+        key = tuple((b.data_ptr(), b._version) for b in
+                    (self.log_q_model, self.log_q_data, self.empty_model, self.empty_data))
+        if getattr(self, "_table_key", None) != key:
+            kq, g = self.n_quantiles, _GRID
+            qm = self.log_q_model.reshape(-1, kq).to(torch.float64)
+            n_rows = len(qm)
+            lo, hi = qm[:, 0], qm[:, -1]
+            step = ((hi - lo) / (g - 1)).clamp_min(1e-9)
+            grid = lo[:, None] + step[:, None] * torch.arange(g, dtype=torch.float64,
+                                                              device=qm.device)
+            rows = torch.arange(n_rows, device=qm.device).repeat_interleave(g)
+            grid = grid.reshape(-1)
+            # in slices: the definition gathers K quantiles per point
+            table = torch.cat([self.map_log_energies(grid[a:a + 65536], rows[a:a + 65536])[0]
+                               for a in range(0, len(grid), 65536)])
+            # the smallest kept ln e: where p reaches p0_data (the map is monotone)
+            p0m = self.empty_model.reshape(-1).to(torch.float64)
+            p0d = self.empty_data.reshape(-1).to(torch.float64)
+            f_cut = (p0d - p0m) / (1.0 - p0m).clamp_min(1e-12)
+            levels = self.levels.to(qm.device)
+            pos_k = (f_cut * kq - 0.5).clamp(0.0, kq - 1.0)
+            i0 = pos_k.floor().long().clamp(0, kq - 2)
+            w = pos_k - i0
+            cut = (qm.gather(1, i0[:, None])[:, 0] * (1 - w)
+                   + qm.gather(1, i0[:, None] + 1)[:, 0] * w)
+            cut = torch.where(f_cut <= levels[0], torch.full_like(cut, -torch.inf), cut)
+            cut = torch.where(f_cut > levels[-1], torch.full_like(cut, torch.inf), cut)
+            self._table = (lo.float(), (1.0 / step).float(), cut.float(), table.float())
+            self._table_key = key
+        return self._table
+
+    @torch.no_grad()
+    def map_voxels(self, x: Tensor, incident_energy: Tensor) -> Tensor:
+        """The map alone, through the table: voxel energies (N, V) MeV (empty below the
+        threshold) -> mapped energies (N, V) float32, before the layers are rescaled."""
+        x = x.to(torch.float32)
+        e = torch.as_tensor(incident_energy, dtype=torch.float64, device=x.device).reshape(-1)
+        lo, inv_step, cut, table = self._tables()
+        bins = torch.bucketize(torch.log(e), self.log_e_edges.to(x.device))
+        n, vox = torch.nonzero(x, as_tuple=True)
+        row = bins[n] * self.empty_data.shape[1] + self.cell_of_voxel[vox]
+        lv = torch.log(x[n, vox])
+        lo_r, inv_r = lo[row], inv_step[row]
+        t = ((lv - lo_r) * inv_r).clamp(0.0, _GRID - 1.0)
+        i = t.floor().long().clamp(max=_GRID - 2)
+        flat = row * _GRID + i
+        t0, t1 = table[flat], table[flat + 1]
+        out = t0 + (t - i) * (t1 - t0)
+        top = lo_r + (_GRID - 1) / inv_r
+        out = torch.where(lv > top, out + (lv - top), out)
+        y = torch.zeros_like(x)
+        y[n, vox] = torch.where(lv >= cut[row], torch.exp(out), torch.zeros_like(out))
+        return y
+
+    @torch.no_grad()
+    def forward(self, showers: Tensor, incident_energy: Tensor) -> Tensor:
+        x = showers.to(torch.float32)
+        e = torch.as_tensor(incident_energy, dtype=torch.float64, device=x.device).reshape(-1)
+        if x.dim() != 2 or len(e) != len(x) or x.shape[1] != len(self.cell_of_voxel):
+            raise ConfigError(f"the voxel calibration needs showers (N, "
+                              f"{len(self.cell_of_voxel)}) and N incident energies, got "
+                              f"{tuple(x.shape)} and {tuple(e.shape)}")
+        x = torch.where(x < self.threshold_mev, torch.zeros_like(x), x)
+        y = self.map_voxels(x, e)
+        before = self.layer_sums(x)
+        y = self._rescale(y, before)
+        if self.threshold_mev > 0:
+            # a layer scaled down may leave voxels below the threshold: they go, and the
+            # layer is scaled up again (by a factor >= 1, so no other voxel falls below)
+            y = torch.where(y < self.threshold_mev, torch.zeros_like(y), y)
+            y = self._rescale(y, before)
+        lost = (self.layer_sums(y) == 0) & (before > 0)
+        if bool(lost.any()):
+            y = self._restore_lost_layers(x, y, before, lost)
+        return y.to(showers.dtype)
+
+    def _rescale(self, y: Tensor, target: Tensor) -> Tensor:
+        """Scale every layer of y to the layer energies ``target`` (N, L); a layer of y
+        that is empty stays empty."""
+        now = self.layer_sums(y)
+        return self._scale_layers(y, torch.where(now > 0, target / now.clamp_min(1e-30),
+                                                 torch.zeros_like(now)))
+
+    def _restore_lost_layers(self, x: Tensor, y: Tensor, before: Tensor, lost: Tensor) -> Tensor:
+        """Give each layer the map emptied its energy back, in its largest voxel."""
+        if self.layer_size is not None:
+            rows, layers = torch.nonzero(lost, as_tuple=True)
+            shape = (len(x), self.n_layers, self.layer_size)
+            top = x.reshape(shape)[rows, layers].argmax(1)
+            y = y.reshape(shape).clone()
+            y[rows, layers, top] = before[rows, layers]
+            return y.reshape(len(x), -1)
+        for layer in torch.nonzero(lost.any(0)).reshape(-1).tolist():
+            cols = torch.nonzero(self.layer_of_voxel == layer).reshape(-1)
+            rows = torch.nonzero(lost[:, layer]).reshape(-1)
+            top = cols[x[rows][:, cols].argmax(1)]
+            y[rows, top] = before[rows, layer]
+        return y
+
+
+def _cell_values(x: np.ndarray, cell_of_voxel: np.ndarray, n_cells: int) -> list[np.ndarray]:
+    order = np.argsort(cell_of_voxel, kind="stable")
+    bounds = np.searchsorted(cell_of_voxel[order], np.arange(n_cells + 1))
+    return [x[:, order[bounds[c]:bounds[c + 1]]].ravel() for c in range(n_cells)]
+
+
+def fit_voxel_quantile_calibration(
+        calibration: VoxelQuantileCalibration, generated: Tensor, reference: Tensor,
+        incident_energy: Tensor) -> VoxelQuantileCalibration:
+    """Fit ``calibration`` in place from showers (N, V) MeV a model generated at the
+    incident energies (N,) MeV of ``reference`` (N, V) MeV, the training showers.
+
+    The energy bins hold equal numbers of showers; both sides are cut at the readout
+    threshold first. Returns ``calibration``.
+    """
+    gen = np.asarray(torch.as_tensor(generated).cpu(), dtype=np.float32)
+    ref = np.asarray(torch.as_tensor(reference).cpu(), dtype=np.float32)
+    log_e = np.log(np.asarray(torch.as_tensor(incident_energy, dtype=torch.float64).cpu())
+                   .reshape(-1))
+    n_bins, k = calibration.n_bins, calibration.n_quantiles
+    if gen.shape != ref.shape or gen.ndim != 2 or len(log_e) != len(gen):
+        raise ConfigError(f"the voxel calibration needs generated and reference showers of one "
+                          f"shape (N, V) and N incident energies; got {gen.shape}, {ref.shape} "
+                          f"and {log_e.shape}")
+    if gen.shape[1] != len(calibration.cell_of_voxel):
+        raise ConfigError(f"showers have {gen.shape[1]} voxels, the calibration's geometry "
+                          f"{len(calibration.cell_of_voxel)}")
+    if len(gen) < 2 * n_bins:
+        raise ConfigError(f"fitting the voxel calibration in {n_bins} energy bins needs at "
+                          f"least {2 * n_bins} showers, got {len(gen)}")
+    thr = calibration.threshold_mev
+    edges = np.quantile(log_e, np.arange(1, n_bins) / n_bins)
+    bins = np.searchsorted(edges, log_e, side="right")
+    levels = calibration.levels.numpy()
+    cell = calibration.cell_of_voxel.numpy()
+    n_cells = calibration.empty_data.shape[1]
+    floor = np.log(max(thr, 1e-3))
+    for b in range(n_bins):
+        rows = bins == b
+        if not rows.any():      # discrete energies (ds1): the bin takes all showers
+            rows = np.ones(len(gen), dtype=bool)
+        per_cell = zip(_cell_values(gen[rows], cell, n_cells), _cell_values(ref[rows], cell, n_cells))
+        for c, (g, r) in enumerate(per_cell):
+            g, r = g[(g >= thr) & (g > 0)], r[(r >= thr) & (r > 0)]
+            n_g, n_r = len(g), len(r)
+            size = (rows.sum() * (cell == c).sum())
+            calibration.empty_model[b, c] = 1.0 - n_g / size
+            calibration.empty_data[b, c] = 1.0 - n_r / size
+            qr = np.quantile(np.log(r), levels) if n_r >= _MIN_COUNT else None
+            qg = np.quantile(np.log(g), levels) if n_g >= _MIN_COUNT else None
+            if qr is None or qg is None:
+                # too few voxels to estimate a map: pass the model's voxels through
+                qr = qg = qg if qg is not None else (qr if qr is not None
+                                                     else np.full(k, floor))
+                calibration.empty_data[b, c] = calibration.empty_model[b, c]
+            calibration.log_q_model[b, c] = torch.as_tensor(qg)
+            calibration.log_q_data[b, c] = torch.as_tensor(qr)
+    calibration.log_e_edges.copy_(torch.as_tensor(edges))
+    return calibration
