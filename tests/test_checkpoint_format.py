@@ -145,8 +145,15 @@ def test_corrupt_files(tmp_path):
 
 def test_load_into_wrong_model(tmp_path):
     _save(tmp_path)
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError, match="do not fit") as info:
         load_checkpoint(tmp_path).load_modules("vqvae", {"encoder": torch.nn.Linear(3, 3)})
+    assert "\n" not in str(info.value)   # one line, whatever torch says
+    # a shape mismatch names the first tensor, both shapes and how many more differ
+    wider = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.BatchNorm1d(5),
+                                torch.nn.Linear(5, 2))
+    with pytest.raises(CheckpointError, match=r"0\.weight is \(4, 3\) in the file but "
+                       r"\(5, 3\) in the model \(and 6 more tensor\(s\)\)"):
+        load_checkpoint(tmp_path).load_modules("vqvae", {"encoder": wider})
 
 
 def test_trainer_state_round_trip(tmp_path):

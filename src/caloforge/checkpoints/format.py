@@ -434,8 +434,28 @@ class Checkpoint:
                 mod.load_state_dict(sds[name], strict=strict)
             except RuntimeError as exc:
                 raise CheckpointError(
-                    f"weights of module {name!r} (stage {stage!r}) do not fit the model: {exc}"
+                    f"weights of module {name!r} (stage {stage!r}) in {self.path} do not fit "
+                    f"the model its config builds: {_misfit(mod.state_dict(), sds[name], exc)}"
                 ) from exc
+
+
+def _misfit(expected: Mapping[str, torch.Tensor], stored: Mapping[str, torch.Tensor],
+            exc: Exception) -> str:
+    """One line on why stored tensors do not load into a module: the first tensor whose
+    shape differs (and how many more), else missing or unexpected names, else torch's
+    own message folded onto one line."""
+    shapes = [k for k in expected if k in stored
+              and tuple(expected[k].shape) != tuple(stored[k].shape)]
+    if shapes:
+        k = shapes[0]
+        more = f" (and {len(shapes) - 1} more tensor(s))" if len(shapes) > 1 else ""
+        return (f"{k} is {tuple(stored[k].shape)} in the file but {tuple(expected[k].shape)} "
+                f"in the model{more}; the stored config does not match the stored weights")
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        return f"missing tensors {missing[:3]}, unexpected tensors {unexpected[:3]}"
+    return " ".join(str(exc).split())
 
 
 def _confined(directory: Path, name: str) -> Path:
