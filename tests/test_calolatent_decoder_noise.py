@@ -177,3 +177,26 @@ def test_retraining_the_vae_alone_is_refused_while_stages_built_on_it_exist(trai
         train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m", stages=("layer",), progress=False)
     train_pipeline(cfg, tmp / "ds2.h5", tmp_path / "m", stages=("layer", "calibration"),
                    progress=False)
+
+
+def test_adding_a_stage_with_other_settings_names_them(trained, tmp_path):
+    """The directory takes the run's settings: kept stages trained with others are named."""
+    import shutil
+    import warnings
+
+    _, tmp = trained
+    shutil.copytree(tmp / "m", tmp_path / "m")
+    same = override_config(get_preset("calolatent-ds2-tiny"), overrides=micro_overrides(3))
+    other = override_config(get_preset("calolatent-ds2-tiny"),
+                            overrides=[*micro_overrides(3), "layer_sampler=em-3"])
+    with pytest.warns(UserWarning, match=r"layer_sampler 'em-4' -> 'em-3'\); the kept "
+                      r"stage\(s\) layer, vae, latent, decoder_noise keep their weights"):
+        train_pipeline(other, tmp / "ds2.h5", tmp_path / "m", stages=("calibration",),
+                       progress=False)
+    shutil.rmtree(tmp_path / "m")
+    shutil.copytree(tmp / "m", tmp_path / "m")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_pipeline(same, tmp / "ds2.h5", tmp_path / "m", stages=("calibration",),
+                       progress=False)
+    assert not [w for w in caught if "other settings" in str(w.message)]

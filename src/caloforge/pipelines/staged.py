@@ -16,6 +16,7 @@ interrupted run ends with the same weights as an uninterrupted one. Every random
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,17 @@ import torch
 from torch.utils.data import Dataset
 
 from ..checkpoints import MANIFEST_NAME, data_fingerprint, has_trainer_state, load_checkpoint
+from ..configs.schema import config_to_dict
 from ..errors import CheckpointError, ConfigError
 from ..geometry import CylindricalGeometry, PlanarGeometry, named_geometry
 from ..io import ShowerFile
 from ..training.stage import TrainingStage
-from .registry import PipelineSpec, config_to_manifest, pipeline_for_config
+from .registry import (
+    PipelineSpec,
+    config_from_manifest,
+    config_to_manifest,
+    pipeline_for_config,
+)
 
 __all__ = ["StageBuild", "StageContext", "split_indices", "train_pipeline"]
 
@@ -175,6 +182,37 @@ def _refuse_stale_dependents(spec, retrained: list[str], run: tuple[str, ...],
                 f"({flags}) or train into a new --out")
 
 
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _warn_config_drift(spec, config: Any, stored: dict[str, Any] | None, run: tuple[str, ...],
+                       stored_stages: list[str], out: Path) -> None:
+    """Say which settings differ from the directory's stored config when stages trained
+    with the stored one are kept: the directory's config becomes this run's, and a kept
+    stage whose weights depend on a changed setting would no longer fit it."""
+    kept = [s for s in stored_stages if s not in run]
+    if not kept or stored is None:
+        return
+    _, old = config_from_manifest(stored, str(out), expect=spec.name)
+    a, b = _flat(config_to_dict(old)), _flat(config_to_dict(config))
+    diff = [k for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not k.startswith("training.")]
+    if diff:
+        shown = ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:4])
+        more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+        warnings.warn(f"{out} was trained with other settings ({shown}{more}); the kept "
+                      f"stage(s) {', '.join(kept)} keep their weights and the directory "
+                      f"takes this run's settings: pass --set KEY=VALUE with the stored "
+                      f"values where the kept stages depend on them", stacklevel=2)
+
+
 def train_pipeline(config: Any, data_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                    stages: tuple[str, ...] | None = None, resume: bool = False,
                    progress: bool = True, device: str | None = None,
@@ -237,6 +275,7 @@ def train_pipeline(config: Any, data_path: str | os.PathLike, out_dir: str | os.
         retrained = [s for s in stages if s in ckpt.stages
                      and not (resume and _stage_done(out, s, trainer_cfgs[s].max_steps))]
         _refuse_stale_dependents(spec, retrained, stages, set(ckpt.stages), out)
+        _warn_config_drift(spec, config, ckpt.config, stages, list(ckpt.stages), out)
     if spec.prepare is not None:
         spec.prepare(ctx)
 
