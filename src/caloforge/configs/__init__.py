@@ -8,9 +8,10 @@ from .overrides import (
     parse_value,
 )
 from .registry import get_preset, list_presets, preset_description, register_preset
-from .schema import config_from_dict, config_to_dict, suggest
+from .schema import SPEED_SETTING, config_from_dict, config_to_dict, suggest
 
 __all__ = [
+    "SPEED_SETTING",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",

@@ -16,7 +16,13 @@ from typing import Any, TypeVar, Union
 
 from ..errors import ConfigError
 
-__all__ = ["config_from_dict", "config_to_dict", "suggest"]
+__all__ = ["SPEED_SETTING", "config_from_dict", "config_to_dict", "suggest"]
+
+#: Field metadata of a setting that changes how fast something runs, never what it
+#: computes (e.g. fused optimizer kernels). A stored config written before such a field
+#: existed reads with its default instead of failing ``require_all``, so adding one does
+#: not need a layout migration in every pipeline.
+SPEED_SETTING: Mapping[str, Any] = types.MappingProxyType({"speed_setting": True})
 
 C = TypeVar("C")
 
@@ -136,7 +142,8 @@ def config_from_dict(cls: type[C], d: Mapping[str, Any], *, require_all: bool = 
     """Build dataclass ``cls`` from a (nested) dict, strictly.
 
     With ``require_all`` every field must be given, also those with defaults (configs
-    stored in checkpoints record every field; a missing one is damage, not a default).
+    stored in checkpoints record every field; a missing one is damage, not a default),
+    except fields marked :data:`SPEED_SETTING`, which take their default.
 
     Raises:
         ConfigError: unknown key (with a close-match suggestion), missing required field,
@@ -160,8 +167,8 @@ def config_from_dict(cls: type[C], d: Mapping[str, Any], *, require_all: bool = 
         sub = f"{_path}.{name}" if _path else name
         if name in d:
             kwargs[name] = _convert(hints.get(name, Any), d[name], sub, require_all)
-        elif require_all or (f.default is dataclasses.MISSING
-                             and f.default_factory is dataclasses.MISSING):
+        elif (require_all and not f.metadata.get("speed_setting")) or (
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
             raise ConfigError(f"missing required config key '{sub}' for {cls.__name__}")
     try:
         return cls(**kwargs)

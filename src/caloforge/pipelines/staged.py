@@ -38,7 +38,14 @@ from .registry import (
     pipeline_for_config,
 )
 
-__all__ = ["StageBuild", "StageContext", "split_indices", "train_pipeline"]
+__all__ = ["StageBuild", "StageContext", "pass_batch_size", "split_indices", "train_pipeline"]
+
+
+def pass_batch_size(device: torch.device) -> int:
+    """Showers per batch of a no-grad pass of a frozen network over the training set
+    (encoding, reconstruction): large on a GPU, where such passes are bound by launch
+    overhead; moderate on a CPU, where activations must stay in cache-friendly sizes."""
+    return 4096 if device.type == "cuda" else 512
 
 
 @dataclass
@@ -103,6 +110,15 @@ class StageContext:
         ckpt.load_modules(stage, modules)
         for m in modules.values():
             m.eval().requires_grad_(False)
+
+    def device(self, stage: str) -> torch.device:
+        """Where ``stage`` trains (its trainer's ``device`` under this process's
+        ``LOCAL_RANK``): a stage's own passes over the data (encoding with a frozen earlier
+        stage, fitting a map) run there too, in large batches."""
+        from ..training import resolve_device
+
+        tcfg = self.trainer_configs.get(stage) or self.spec.trainer_config(self.config, stage)
+        return resolve_device(tcfg.device, int(os.environ.get("LOCAL_RANK", "0")))
 
     def checkpoint_meta(self) -> dict[str, Any]:
         return dict(config=config_to_manifest(self.config),

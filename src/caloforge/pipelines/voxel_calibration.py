@@ -12,7 +12,6 @@ those training showers'. No network is trained. A pipeline opts in with a
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,12 +108,10 @@ def build_voxel_calibration_stage(ctx) -> None:
     training. The model is loaded from the run directory without any older map."""
     from tqdm.auto import tqdm
 
-    from ..training import resolve_device  # here: generation never imports training
-
     config = ctx.config
     c: VoxelCalibrationConfig = config.calibration
     tcfg = ctx.trainer_configs["calibration"]
-    device = resolve_device(tcfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    device = ctx.device("calibration")
     generator = ctx.spec.generator.load(ctx.out_dir, map_location=device)
     generator.calibration = None       # fit against the model's own voxels
     rng = np.random.default_rng([tcfg.seed, 13])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from ..configs.schema import SPEED_SETTING
 from ..errors import ConfigError
 
 __all__ = ["TrainerConfig"]
@@ -36,7 +37,18 @@ class TrainerConfig:
     warmup_steps: int = 0
     grad_clip: float = 0.0
     ema_decay: float = 0.0
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    #: mixed precision on CUDA: "auto" = bf16 where the GPU supports it, else none; on a
+    #: CPU every setting trains in float32
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    #: keep a tensor training set on the training device and gather batches there (no
+    #: DataLoader, no host-to-device copy per step): "auto" = when it is a tensor dataset,
+    #: ``num_workers`` is 0 and it takes under a quarter of the device's free memory
+    data_on_device: Literal["auto", "always", "never"] = dataclasses.field(
+        default="auto", metadata=SPEED_SETTING)
+    #: compile the training step with ``torch.compile`` (first steps slower; CUDA gains most)
+    compile: bool = dataclasses.field(default=False, metadata=SPEED_SETTING)
+    #: fused optimizer kernels (Adam, AdamW) on CUDA: "auto" = on CUDA, never on a CPU
+    fused: Literal["auto", "never"] = dataclasses.field(default="auto", metadata=SPEED_SETTING)
     log_every: int = 50
     val_every: int = 0
     #: Validation batches per evaluation; 0 = the whole validation set.
@@ -57,7 +69,12 @@ class TrainerConfig:
             (all(0 <= b < 1 for b in self.betas), "betas must lie in [0, 1)"),
             (self.grad_clip >= 0, "grad_clip must be >= 0 (0 = off)"),
             (0 <= self.ema_decay < 1, "ema_decay must lie in [0, 1) (0 = off)"),
-            (self.amp in ("none", "bf16", "fp16"), "amp must be none, bf16 or fp16"),
+            (self.amp in ("auto", "none", "bf16", "fp16"),
+             f"amp must be auto, none, bf16 or fp16, got {self.amp!r}"),
+            (self.data_on_device in ("auto", "always", "never"),
+             f"data_on_device must be auto, always or never, got {self.data_on_device!r}"),
+            (isinstance(self.compile, bool), "compile must be true or false"),
+            (self.fused in ("auto", "never"), f"fused must be auto or never, got {self.fused!r}"),
             (self.optimizer in ("adamw", "adam", "adamax"),
              f"optimizer must be adamw, adam or adamax, got {self.optimizer!r}"),
             (self.schedule in ("cosine", "onecycle", "constant"),

@@ -105,12 +105,27 @@ class ShardedBatchSampler:
             return np.arange(self.n)
         return np.random.default_rng([self.seed, epoch]).permutation(self.n)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _epochs(self) -> Iterator[tuple[np.ndarray, range]]:
+        """(permutation, starts of this rank's batches in it) per epoch, from start_step."""
         epoch, pos = self.state_at(self.start_step)
         g = self.batch_size * self.world_size
         while True:
-            order = self._order(epoch)
-            for b in range(pos, self.batches_per_epoch):
-                start = b * g + self.rank * self.batch_size
-                yield order[start : start + self.batch_size].tolist()
+            starts = range(pos * g + self.rank * self.batch_size, self.batches_per_epoch * g, g)
+            yield self._order(epoch), starts
             epoch, pos = epoch + 1, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for order, starts in self._epochs():
+            for start in starts:
+                yield order[start : start + self.batch_size].tolist()
+
+    def index_tensors(self, device: torch.device | str) -> Iterator[torch.Tensor]:
+        """The batches of ``iter(self)`` as long tensors on ``device``.
+
+        Each epoch's permutation is copied to the device once, so a training set resident
+        on a GPU is indexed there without a host-to-device copy per step.
+        """
+        for order, starts in self._epochs():
+            order_t = torch.as_tensor(order, dtype=torch.long).to(device)
+            for start in starts:
+                yield order_t[start : start + self.batch_size]

@@ -30,6 +30,7 @@ from .distributed import (
 )
 from .ema import EMA
 from .schedule import learning_rate
+from .speed import effective_amp, fused_options, resident_batches, wants_resident_data
 from .stage import TrainingStage
 
 __all__ = ["Trainer", "seed_everything"]
@@ -144,9 +145,15 @@ def _optimizer_from_state(
             state.setdefault(int(idx), {})[k] = v
     for idx, d in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(d)
+    # kernel choices (fused, foreach, ...) are this run's, not the saved run's: a run
+    # resumed on another device keeps its own
+    impl = ("fused", "foreach", "capturable", "differentiable")
+    now = opt.param_groups
     groups = [
         dict(g, betas=tuple(g["betas"])) if "betas" in g else dict(g) for g in meta["param_groups"]
     ]
+    for g, cur in zip(groups, now):
+        g.update({k: cur[k] for k in impl if k in cur})
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
@@ -217,6 +224,7 @@ class Trainer:
         self.dist = DistInfo()
         self.device = torch.device("cpu")
         self._ddp: torch.nn.Module | None = None
+        self.amp = "none"  # the precision in use, resolved from config.amp in _setup
 
     # ------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -252,6 +260,7 @@ class Trainer:
                 betas=cfg.betas,
                 eps=cfg.eps,
                 weight_decay=cfg.weight_decay,
+                **fused_options(cfg, self.device),
             )
             for k, ps in self.params.items()
         }
@@ -268,11 +277,13 @@ class Trainer:
         self.emas = (
             {k: EMA(m, cfg.ema_decay) for k, m in self.modules.items()} if cfg.ema_decay > 0 else {}
         )
-        use_amp = cfg.amp != "none" and self.device.type == "cuda"  # no-op on CPU
-        self.autocast_dtype = (
-            {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if use_amp else None
-        )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and cfg.amp == "fp16")
+        self.amp = effective_amp(cfg.amp, self.device)  # "none" on a CPU
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        step_fn = self._ddp if self._ddp is not None else self.stage.training_step
+        # compiled once per run; a step number used in Python control flow (a warm-up
+        # switch) costs one recompilation where the branch changes, not one per step
+        self._step_fn = torch.compile(step_fn) if cfg.compile else step_fn
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -301,6 +312,8 @@ class Trainer:
             world_size=self.dist.world_size,
             start_step=start_step,
         )
+        if wants_resident_data(cfg, self.train_data, self.device):
+            return resident_batches(self.train_data, sampler, self.device)
         # Its own generator: creating a DataLoader iterator must not draw from the global
         # torch RNG, or a resumed run would see a different random stream.
         loader = DataLoader(
@@ -332,6 +345,7 @@ class Trainer:
             "step": self.step,
             "world_size": self.dist.world_size,
             "trainer_config": config_to_dict(self.config),
+            "amp_effective": self.amp,
             "optimizers": optim_meta,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": _gather_json(_rng_state(), self.dist),
@@ -346,6 +360,11 @@ class Trainer:
         saved_cfg = meta.get("trainer_config", {})
         for key in _RESUME_FIXED:
             now = config_to_dict(self.config)[key]
+            if key == "amp" and key in saved_cfg:
+                # what matters is the precision the run used ("auto" is none on a CPU)
+                saved_cfg = dict(saved_cfg, amp=meta.get("amp_effective")
+                                 or effective_amp(saved_cfg["amp"], self.device))
+                now = self.amp
             if key in saved_cfg and saved_cfg[key] != now:
                 raise ConfigError(
                     f"cannot resume with {key}={now!r}: the run was started with {saved_cfg[key]!r}"
@@ -531,10 +550,7 @@ class Trainer:
                 step = self.step
                 batch = _to_device(next(data), self.device)
                 with self._autocast():
-                    if self._ddp is not None:
-                        out = self._ddp(batch, step)
-                    else:
-                        out = self.stage.training_step(batch, step)
+                    out = self._step_fn(batch, step)
                 unknown = [k for k in self.optimizers if k not in out]
                 if len(unknown) == len(self.optimizers):
                     raise ConfigError(

@@ -65,6 +65,17 @@ class QuantizerLosses:
     usage: Tensor
 
 
+def _code_counts(indices: Tensor, n_codes: int) -> Tensor:
+    """How often each code occurs, (n_codes,) long.
+
+    A scatter-add rather than ``torch.bincount``: bincount reads the largest index back
+    to the host to size its output, a synchronisation on every training step on a GPU.
+    """
+    flat = indices.reshape(-1)
+    return torch.zeros(n_codes, dtype=torch.long, device=flat.device).scatter_add_(
+        0, flat, torch.ones_like(flat))
+
+
 def code_statistics(indices: Tensor, n_codes: int) -> tuple[Tensor, Tensor]:
     """(usage, perplexity) of a set of code indices (any shape, long).
 
@@ -72,7 +83,7 @@ def code_statistics(indices: Tensor, n_codes: int) -> tuple[Tensor, Tensor]:
     exp(entropy) of the code histogram, between 1 (one code) and ``n_codes`` (uniform).
     Both are float32 0-d tensors.
     """
-    counts = torch.bincount(indices.reshape(-1), minlength=n_codes).float()
+    counts = _code_counts(indices, n_codes).float()
     probs = counts / counts.sum().clamp_min(1)
     entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
     return (counts > 0).float().mean(), entropy.exp()
@@ -204,7 +215,7 @@ class VectorQuantizer(nn.Module):
         commitment_loss = F.mse_loss(z, e.detach())
         quantized = z + (e - z).detach()  # straight-through: forward e, backward identity
 
-        counts = torch.bincount(indices.reshape(-1), minlength=self.n_codes).to(z.dtype)
+        counts = _code_counts(indices, self.n_codes).to(z.dtype)
         probs = counts / counts.sum().clamp_min(1)
         entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
         losses = QuantizerLosses(
@@ -246,25 +257,37 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _set_codes(self, which: Tensor, vectors: Tensor) -> None:
-        """Put ``vectors`` (k, D) into codes ``which`` (k,), statistics included."""
-        self.codebook.weight.data[which] = vectors.to(self.codebook.weight.dtype)
-        self.ema_counts[which] = 1.0  # give new codes time to be chosen
+        """Put ``vectors`` (K, D) into the codes where the mask ``which`` (K,) is true,
+        statistics included (masked, so no index set is read back to the host)."""
+        def put(buf: Tensor, new: Tensor | float) -> None:
+            mask = which.reshape((-1,) + (1,) * (buf.dim() - 1))
+            new = torch.as_tensor(new, dtype=buf.dtype, device=buf.device)
+            buf.copy_(torch.where(mask, new, buf))
+
+        put(self.codebook.weight.data, vectors)
+        put(self.ema_counts, 1.0)  # give new codes time to be chosen
         if self.update == "ema":
-            self.ema_cluster_size[which] = 1.0
-            self.ema_embed_sum[which] = vectors.to(self.ema_embed_sum.dtype)
+            put(self.ema_cluster_size, 1.0)
+            put(self.ema_embed_sum, vectors)
 
     @torch.no_grad()
-    def _revive(self, flat: Tensor) -> int:
-        dead = (self.ema_counts < self.dead_code_threshold).nonzero().flatten()
-        if dead.numel() == 0 or flat.shape[0] == 0:
-            return 0
-        pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
+    def _revive(self, flat: Tensor) -> Tensor:
+        """Put every dead code on a random encoder output of the batch; returns how many.
+
+        Written without reading the dead set back to the host (no ``nonzero``, no Python
+        branch on it): each step draws a candidate vector for every code and keeps it
+        where the code is dead, so a GPU step never waits for the device.
+        """
+        dead = self.ema_counts < self.dead_code_threshold
+        if flat.shape[0] == 0:
+            return dead.sum()
+        pick = torch.randint(0, flat.shape[0], (self.n_codes,), device=flat.device)
         vectors = flat[pick]
         if _distributed():
             # the dead set is the same everywhere (summed counts); the vectors are rank 0's
             dist.broadcast(vectors, 0)
         self._set_codes(dead, vectors)
-        return int(dead.numel())
+        return dead.sum()
 
     @torch.no_grad()
     def init_from_data(self, z: Tensor, n_iter: int = 10) -> None:
@@ -302,7 +325,7 @@ class VectorQuantizer(nn.Module):
         codes = self._normalise(codes)
         if _distributed():
             dist.broadcast(codes, 0)
-        self._set_codes(torch.arange(self.n_codes, device=codes.device), codes)
+        self._set_codes(torch.ones(self.n_codes, dtype=torch.bool, device=codes.device), codes)
 
     def _kmeans_pp(self, flat: Tensor) -> Tensor:
         """k-means++ seeding: (n, D) vectors -> (K, D) distinct starting codes."""

@@ -17,7 +17,7 @@ from ...models.autoencoders.vae import flat_to_volume
 from ...sampling import BNSSolver, train_bns
 from ...training import TensorDictDataset, TrainerConfig
 from ..registry import config_from_manifest
-from ..staged import StageBuild, StageContext
+from ..staged import StageBuild, StageContext, pass_batch_size
 from .config import CaloDREAMConfig
 from .model import CaloDREAM, build_calodream_models
 from .stages import FlowMatchingStage, VAEStage
@@ -97,12 +97,18 @@ def build_vae_stage(ctx: StageContext) -> StageBuild:
 
 
 @torch.no_grad()
-def _posterior(vae: ConvVAE3d, x: torch.Tensor, cond: torch.Tensor, batch: int = 512):
+def _posterior(vae: ConvVAE3d, x: torch.Tensor, cond: torch.Tensor, device: torch.device):
+    """Posterior (mu, log variance) of the frozen VAE, computed on ``device``, kept on the
+    host."""
+    batch = pass_batch_size(device)
+    vae.to(device)
     mus, logvars = [], []
     for lo in range(0, len(x), batch):
-        mu, logvar = vae.encode_distribution(x[lo:lo + batch], cond[lo:lo + batch])
-        mus.append(mu)
-        logvars.append(logvar)
+        mu, logvar = vae.encode_distribution(x[lo:lo + batch].to(device),
+                                             cond[lo:lo + batch].to(device))
+        mus.append(mu.cpu())
+        logvars.append(logvar.cpu())
+    vae.to("cpu")
     return torch.cat(mus), torch.cat(logvars)
 
 
@@ -117,7 +123,8 @@ def build_shape_stage(ctx: StageContext) -> StageBuild:
     else:
         vae = ConvVAE3d(config.vae)
         ctx.frozen("vae", {"vae": vae})
-        mu, logvar = _posterior(vae, _volumes(ctx, t.layer_fractions(ctx.showers)), cond)
+        mu, logvar = _posterior(vae, _volumes(ctx, t.layer_fractions(ctx.showers)), cond,
+                                ctx.device("shape"))
         train, val = _split(ctx, mu=mu, logvar=logvar, cond=cond)
     return StageBuild(FlowMatchingStage("shape", net, time="sample"), train, val)
 

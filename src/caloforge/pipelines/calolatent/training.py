@@ -9,8 +9,6 @@ VAE (``latent_prior = "normal"``) has no ``latent`` stage.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -18,9 +16,9 @@ from torch import Tensor
 from ...checkpoints import save_checkpoint
 from ...errors import CheckpointError, ConfigError
 from ...models import build_model
-from ...training import TensorDictDataset, resolve_device
+from ...training import TensorDictDataset
 from ..registry import config_from_manifest
-from ..staged import StageBuild, StageContext
+from ..staged import StageBuild, StageContext, pass_batch_size
 from .config import CaloLatentConfig
 from .decoder_noise import fit_decoder_noise
 from .model import CaloLatentTransforms
@@ -140,15 +138,14 @@ def build_latent_stage(ctx: StageContext) -> StageBuild:
                           f"configuration samples its latent from {config.latent_prior!r}")
     vae = build_model("vae_resnet3d", config.vae)
     ctx.frozen("vae", {"vae": vae})
-    tcfg = ctx.trainer_configs.get("latent", config.training.latent)
-    device = resolve_device(tcfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    device = ctx.device("latent")
     t, shape = _transforms(ctx), tuple(ctx.geometry.image_shape)
 
     def tensors_of(showers: Tensor, energies: Tensor) -> dict[str, Tensor]:
         mus, sigmas, conds = [], [], []
         for lo in range(0, len(showers), _CHUNK):
             d = vae_tensors(t, showers[lo:lo + _CHUNK], energies[lo:lo + _CHUNK], shape)
-            mu, ls = encode_posteriors(vae, d["x"], d["cond"], device)
+            mu, ls = encode_posteriors(vae, d["x"], d["cond"], device, pass_batch_size(device))
             mus.append(mu)
             sigmas.append(ls)
             conds.append(d["cond"])
@@ -180,7 +177,7 @@ def build_decoder_noise_stage(ctx: StageContext) -> None:
     vae = build_model("vae_resnet3d", config.vae)
     ctx.frozen("vae", {"vae": vae})
     tcfg = ctx.trainer_configs.get("decoder_noise", config.training.vae)
-    device = resolve_device(tcfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    device = ctx.device("decoder_noise")
     rng = np.random.default_rng([tcfg.seed, 11])
     n = min(config.decoder_noise_showers, len(ctx.train_idx))
     rows = np.sort(rng.choice(ctx.train_idx, size=n, replace=False))
@@ -189,7 +186,8 @@ def build_decoder_noise_stage(ctx: StageContext) -> None:
     for lo in range(0, n, _CHUNK):
         r = torch.as_tensor(rows[lo:lo + _CHUNK])
         d = vae_tensors(t, ctx.showers[r], ctx.energies[r], shape)
-        residuals.append(reconstruction_residuals(vae, d["x"], d["cond"], device))
+        residuals.append(reconstruction_residuals(vae, d["x"], d["cond"], device,
+                                                  pass_batch_size(device)))
         energies.append(ctx.energies[r])
     noise = fit_decoder_noise(torch.cat(residuals), torch.cat(energies),
                               config.decoder_noise_bins)

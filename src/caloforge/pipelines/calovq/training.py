@@ -19,7 +19,7 @@ from ...objectives import VQGANObjective, VQObjective
 from ...training import TensorDictDataset
 from ...transforms import OccupancyCalibration
 from ..registry import config_from_manifest
-from ..staged import StageBuild, StageContext
+from ..staged import StageBuild, StageContext, pass_batch_size
 from .config import CaloVQConfig
 from .model import CaloVQ, CaloVQTransforms, build_calovq_models
 from .stages import CaloVQAutoencoderStage, CaloVQPriorStage
@@ -162,11 +162,16 @@ def build_gpt_stage(ctx: StageContext) -> StageBuild:
     transforms = _transforms(ctx)
     tr, va = ctx.train_idx, ctx.val_idx
     transforms.fit_r_tokens(config, ctx.showers[tr].double(), ctx.energies[tr])
-    model = CaloVQ(config, ctx.geometry, vqvae, gpt, transforms)
-    tokens = encode_tokens(model, ctx.showers, ctx.energies)
+    # the codes of every training shower are computed where the GPT will train, in large
+    # batches (on a GPU this is seconds; on the host it took minutes at paper size)
+    device = ctx.device("gpt")
+    batch = pass_batch_size(device)
+    model = CaloVQ(config, ctx.geometry, vqvae, gpt, transforms).to(device)
+    tokens = encode_tokens(model, ctx.showers, ctx.energies, batch_size=batch)
     if config.occupancy_calibration:
         transforms.occupancy = fit_occupancy(model, ctx.showers[tr], ctx.energies[tr],
-                                             tokens[tr])
+                                             tokens[tr], batch_size=batch)
+    model.to("cpu")  # the trainer places the GPT itself; the frozen VQ-VAE is done
     _store(ctx)
     cond = transforms.condition(ctx.energies)
     stage = CaloVQPriorStage(gpt, config.n_r_tokens)
