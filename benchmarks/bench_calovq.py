@@ -20,6 +20,13 @@ can be timed the same way.
 
 Targets (issue 6): CPU under 5 ms per shower at batch 1000 and under 50 ms at batch 1;
 GPU under 0.1 ms at batch 10000.
+
+A second table times generation to a file end to end (``generate_to_file``, what
+``caloforge generate`` runs after loading the model: sampling, the NaN check, the
+background writer with each ``--compression``) next to the model's own time for the same
+showers and batches (``sample`` calls alone), with the shipped ``calovq-ds2-tiny``:
+``--file-showers`` showers at batch 1000 on the CPU, and 100k at batch 10 000 on a GPU.
+Target (issue 10): end to end within 1.3x of the model's own time on this CPU.
 """
 
 from __future__ import annotations
@@ -263,6 +270,61 @@ def run(
     }
 
 
+FILE_TARGET_RATIO = 1.3
+
+
+def time_to_file(device: torch.device, n: int, batch: int,
+                 compressions: tuple[str | None, ...] = ("gzip", "lzf", None)
+                 ) -> list[dict[str, Any]]:
+    """ms/shower of the shipped model's own sampling and of generation to a file."""
+    import os
+    import tempfile
+
+    from caloforge.pipelines import generate_to_file, load_generator
+
+    model = load_generator("calovq-ds2-tiny", map_location=device)
+    energies = np.geomspace(1e3, 1e6, n)
+    sync = _sync(device)
+
+    def model_only() -> None:
+        g = torch.Generator(device=device).manual_seed(0)
+        for lo in range(0, n, batch):
+            model.sample(torch.from_numpy(energies[lo:lo + batch]), batch_size=batch,
+                         generator=g).cpu()
+        sync()
+
+    model.sample(torch.from_numpy(energies[:batch]), batch_size=batch)  # warm-up
+    t0 = time.perf_counter()
+    model_only()
+    own = (time.perf_counter() - t0) / n
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for comp in compressions:
+            path = os.path.join(tmp, f"{comp}.h5")
+            t0 = time.perf_counter()
+            generate_to_file(model, energies, path, batch_size=batch, seed=0, progress=False,
+                             compression=comp)
+            total = (time.perf_counter() - t0) / n
+            rows.append({"device": device.type, "showers": n, "batch_size": batch,
+                         "compression": comp or "none", "model_ms": 1e3 * own,
+                         "file_ms": 1e3 * total, "ratio": total / own,
+                         "kib_per_shower": os.path.getsize(path) / n / 1024})
+    return rows
+
+
+def format_file_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["", "", "Generation to a file, shipped calovq-ds2-tiny (end to end vs the model alone)",
+             "", "| device | showers | batch | compression | model ms/shower | to file ms/shower "
+             "| ratio | KiB/shower | target |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tgt = "" if r["device"] != "cpu" else (
+            f"< {FILE_TARGET_RATIO}x: {'met' if r['ratio'] < FILE_TARGET_RATIO else 'MISSED'}")
+        lines.append(f"| {r['device']} | {r['showers']} | {r['batch_size']} | {r['compression']} "
+                     f"| {r['model_ms']:.3f} | {r['file_ms']:.3f} | {r['ratio']:.2f} | "
+                     f"{r['kib_per_shower']:.1f} | {tgt} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=None,
@@ -271,10 +333,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-showers", type=int, default=200,
                    help="showers per timed reference-simulator run")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--file-showers", type=int, default=10_000,
+                   help="showers of the CPU generation-to-file timing (0: skip it)")
     args = p.parse_args(argv)
     vqvae, gpt = paper_models(args.seed)
     result = run(vqvae, gpt, threads=args.threads, reference_showers=args.reference_showers)
-    print(format_table(result))
+    file_rows = []
+    if args.file_showers:
+        file_rows = time_to_file(torch.device("cpu"), args.file_showers, 1000)
+        if torch.cuda.is_available():
+            file_rows += time_to_file(torch.device("cuda"), 100_000, 10_000)
+    result["to_file"] = file_rows
+    print(format_table(result) + (format_file_table(file_rows) if file_rows else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2, default=lambda o: o.item() if isinstance(o, np.generic) else str(o))

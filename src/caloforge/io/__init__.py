@@ -8,7 +8,9 @@ from .atomic import (
     interrupt_guard,
     remove_stale_temporaries,
 )
+from .background import BackgroundWrites
 from .calochallenge import (
+    COMPRESSIONS,
     ShowerFile,
     ShowerWriter,
     geometry_for_voxels,
@@ -31,7 +33,9 @@ from .showers import PointCloudData, ShowerData
 from .summary import format_summary, resolve_geometry_arg, summarize_file
 
 __all__ = [
+    "COMPRESSIONS",
     "AtomicTarget",
+    "BackgroundWrites",
     "PointCloudData",
     "PointCloudWriter",
     "ShowerData",
