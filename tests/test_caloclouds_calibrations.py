@@ -14,6 +14,7 @@ from caloforge.pipelines.caloclouds.calibrations import (
     PointCloudSampleError,
     assign_layers,
     calibrate,
+    check_n_calibration,
     count_cells,
     fit_cubic,
     fit_p_data,
@@ -133,6 +134,34 @@ def test_fit_p_gen_swaps_the_axes():
     data = _cloud([_shower(n, n // 2) for n in (4, 6, 8, 10, 12)])
     np.testing.assert_allclose(fit_p_gen(data, GEOM), (0, 0, 2.0, 0), atol=1e-9)
     np.testing.assert_allclose(fit_p_data(data, GEOM), (0, 0, 0.5, 0), atol=1e-9)
+
+
+def test_check_n_calibration_flags_a_calibration_that_turns_over():
+    ref_n = np.array([200, 900, 1600, 2900])
+    ref_cells = np.array([80, 330, 560, 710])
+    # sound: p_data = N / 4, p_gen = 4.4 cells (the model needs 10% more points)
+    good = NCalibration((0, 0, 0.25, 0), (0, 0, 4.4, 0))
+    check = check_n_calibration(good, ref_n, ref_cells, np.array([60, 400, 650]))
+    assert check.ok and check.monotone and check.worst_drop == 0
+    assert check.clipped_fraction == 0 and check.n_range == (200, 2900)
+    assert check.problem() is None
+    assert check.to_dict()["cells_reached"] == 650 and check.to_dict()["cells_wanted"] == 710
+    # a model whose cells saturate near 450: p_gen fitted to it is a cubic that turns
+    # over (the shipped distilled model's first calibration, docs/caloclouds.md)
+    bad = NCalibration((1.2738e-08, -7.5303e-05, 0.39551, -6.5914),
+                       (-1.17358e-04, 0.159523, -61.7035, 8039.55))
+    assert bad(torch.tensor([100, 2200, 2900])).tolist()[0] == 6000  # clipped
+    check = check_n_calibration(bad, ref_n, ref_cells, np.array([300, 485]))
+    assert not check.ok and not check.monotone and check.worst_drop > 0
+    msg = check.problem()
+    assert "falls" in msg and "485 cells" in msg and "710" in msg
+    # a calibration that sends part of the range onto max_points is flagged as well
+    clip = check_n_calibration(NCalibration((0, 0, 1, 0), (0, 0, 3, 0)), ref_n, ref_cells,
+                               np.array([700]), max_points=6000)
+    assert clip.monotone and not clip.ok and clip.clipped_fraction > 0.0
+    assert "clipped" in clip.problem()
+    with pytest.raises(ValueError, match="no reference"):
+        check_n_calibration(good, np.array([], np.int64), ref_cells, ref_cells)
 
 
 # ------------------------------------------------------------- post-diffusion steps

@@ -131,6 +131,27 @@ def test_every_calibrated_layer_carries_the_flow_energy(micro_model):
         np.testing.assert_allclose(z - np.floor(z), 0.5)
 
 
+def test_calibration_stages_record_the_check_of_their_fit(micro_model):
+    # every N calibration is checked over the reference's point counts when it is fitted
+    # (a cubic p_gen that turns over made the first shipped distilled model's N_hits
+    # 15x the floor, docs/caloclouds.md) and the check is kept with the stage
+    import json
+
+    model, out = micro_model
+    stages = json.loads((out / "checkpoint.json").read_text())["stages"]
+    for stage, sampler in (("calibrate", "heun-3"), ("calibrate_distilled", "consistency-1")):
+        extra = stages[stage]["extra"]
+        assert extra["sampler"] == sampler
+        check = extra["check"]
+        assert set(check) == {"n_range", "monotone", "worst_drop", "clipped_fraction",
+                              "cells_reached", "cells_wanted"}
+        assert isinstance(check["monotone"], bool) and check["worst_drop"] >= 0
+        assert check["monotone"] == (check["worst_drop"] == 0)
+        lo, hi = check["n_range"]
+        assert 1 <= lo <= hi and 0.0 <= check["clipped_fraction"] <= 1.0
+        assert check["cells_wanted"] > 0
+
+
 def test_diffusion_loss_falls_and_samples_move_toward_the_data(clouds, tmp_path):
     sets = micro_overrides(1) + [
         "pointwise.widths=[32, 32]", "edm.points_per_shower=64", "edm.ema_power=0",

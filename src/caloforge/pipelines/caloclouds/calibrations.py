@@ -38,9 +38,11 @@ from .features import ShowerFlowSummary
 __all__ = [
     "CalibratedBatch",
     "NCalibration",
+    "NCalibrationCheck",
     "PointCloudSampleError",
     "assign_layers",
     "calibrate",
+    "check_n_calibration",
     "count_cells",
     "fit_cubic",
     "fit_p_data",
@@ -141,6 +143,81 @@ class NCalibration:
         if unknown:
             raise ConfigError(f"unknown NCalibration keys: {sorted(unknown)}")
         return cls(d.get("p_data"), d.get("p_gen"))
+
+
+@dataclass
+class NCalibrationCheck:
+    """How a fitted :class:`NCalibration` behaves over the point counts it will be fed.
+
+    The composition p_gen(p_data(N)) is only meaningful where the model's cell count
+    grows with its point count: where it saturates or falls (points piling up in few
+    cells, e.g. a collapsed sampler), the cubic p_gen fitted to it can turn over, and the
+    calibrated N then falls as the wanted N grows (docs/caloclouds.md, 'Calibrations').
+
+    Attributes:
+        n_range: (lowest, highest) point count checked (the reference's).
+        monotone: N_cal never decreases over that range.
+        worst_drop: the most N_cal falls below its value at a smaller count of the
+            range (0 when monotone).
+        clipped_fraction: share of the range mapped onto ``max_points`` or onto 1.
+        cells_reached: the most cells any uncalibrated generated shower made, against
+            ``cells_wanted``, the most any reference shower made.
+    """
+
+    n_range: tuple[int, int]
+    monotone: bool
+    worst_drop: int
+    clipped_fraction: float
+    cells_reached: int
+    cells_wanted: int
+
+    @property
+    def ok(self) -> bool:
+        return self.monotone and self.clipped_fraction == 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_range": list(self.n_range), "monotone": self.monotone,
+                "worst_drop": self.worst_drop, "clipped_fraction": self.clipped_fraction,
+                "cells_reached": self.cells_reached, "cells_wanted": self.cells_wanted}
+
+    def problem(self) -> str | None:
+        """One line saying what is wrong, or None when the calibration is sound."""
+        if self.ok:
+            return None
+        lo, hi = self.n_range
+        parts = []
+        if not self.monotone:
+            parts.append(f"the calibrated N falls by up to {self.worst_drop} points as the "
+                         f"wanted N grows over [{lo}, {hi}]")
+        if self.clipped_fraction > 0:
+            parts.append(f"{100 * self.clipped_fraction:.0f}% of [{lo}, {hi}] is clipped to "
+                         "the bounds")
+        parts.append(f"the model's uncalibrated showers reach at most {self.cells_reached} "
+                     f"cells, the reference's {self.cells_wanted}")
+        return "; ".join(parts)
+
+
+def check_n_calibration(
+    fit: NCalibration,
+    reference_points: np.ndarray,
+    reference_cells: np.ndarray,
+    generated_cells: np.ndarray,
+    *,
+    max_points: int = 6000,
+) -> NCalibrationCheck:
+    """Check a fitted N calibration over the reference's range of point counts (every
+    integer count from its lowest to its highest), see :class:`NCalibrationCheck`."""
+    ref_n = np.asarray(reference_points, dtype=np.int64).reshape(-1)
+    if len(ref_n) == 0:
+        raise ValueError("no reference showers to check the N calibration on")
+    lo, hi = max(int(ref_n.min()), 1), max(int(ref_n.max()), 1)
+    n_cal = fit(torch.arange(lo, hi + 1), max_points=max_points)
+    # how far N_cal falls below its value at some smaller wanted N
+    worst = int((torch.cummax(n_cal, 0).values - n_cal).max())
+    clipped = float(((n_cal >= max_points) | (n_cal <= 1)).double().mean())
+    return NCalibrationCheck((lo, hi), worst == 0, worst, clipped,
+                             int(np.max(generated_cells, initial=0)),
+                             int(np.max(reference_cells, initial=0)))
 
 
 def count_cells(

@@ -16,6 +16,8 @@ Stages, in order (docs/caloclouds.md, 'The system'):
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -23,7 +25,7 @@ from ...checkpoints import save_checkpoint
 from ...models import build_model
 from ...training import TensorDictDataset
 from ..staged import StageBuild, StageContext
-from .calibrations import NCalibration, fit_p_data, fit_p_gen
+from .calibrations import NCalibration, check_n_calibration, count_cells, fit_cubic
 from .config import CaloClouds2Config
 from .data import PointCloudShowers, PointNormaliser, read_showers
 from .features import shower_flow_context, shower_flow_features
@@ -151,17 +153,31 @@ def _calibrate(ctx: StageContext, stage: str, sampler: str) -> None:
     rows = np.sort(rng.choice(ctx.train_idx, size=n, replace=False))
     reference = read_showers(ctx.data_path, rows, ctx.geometry)
     thr = config.calibration_threshold_mev
-    p_data = fit_p_data(reference, ctx.geometry, thr)
+    # p_data: cells(points) on the reference (fit_p_data); p_gen: points(cells) on the
+    # uncalibrated model (fit_p_gen), with the cell counts kept for the check below
+    ref_cells = count_cells(reference, ctx.geometry, thr)
+    p_data = fit_cubic(reference.n_points, ref_cells)
     model = _partial_model(ctx, sampler)
     generated = model.sample(torch.from_numpy(reference.incident_energies.astype(np.float64)),
                              batch_size=256, calibrate_n=False,
                              generator=torch.Generator().manual_seed(seed))
-    p_gen = fit_p_gen(generated, ctx.geometry, thr)
+    gen_cells = count_cells(generated, ctx.geometry, thr)
+    p_gen = fit_cubic(gen_cells, generated.n_points)
     fit = NCalibration(p_data=tuple(p_data), p_gen=tuple(p_gen))
+    # a model whose cell count stops growing with its point count (e.g. a one-step sampler
+    # whose points pile up in few cells) gets a cubic p_gen that turns over: say so
+    check = check_n_calibration(fit, reference.n_points, ref_cells, gen_cells,
+                                max_points=config.max_points)
+    problem = check.problem()
+    if problem is not None:
+        warnings.warn(f"{stage}: the N calibration of the {model.model_kind} model "
+                      f"({model.sampler.name}) is unsound: {problem}; the model cannot "
+                      "match the reference's cell count (docs/caloclouds.md, "
+                      "'Calibrations')", stacklevel=2)
     save_checkpoint(ctx.out_dir, stage, {"n_calibration": calibration_state(fit)},
                     **ctx.checkpoint_meta(),
                     extra={"showers": int(n), "sampler": model.sampler.name,
-                           "threshold_mev": float(thr)})
+                           "threshold_mev": float(thr), "check": check.to_dict()})
 
 
 def build_calibrate_stage(ctx: StageContext) -> None:
