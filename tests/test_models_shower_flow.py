@@ -292,3 +292,31 @@ def test_registry_build_and_strict_config():
         ShowerFlowConfig(spline_bins=1)
     with pytest.raises(ConfigError, match="spline_bound"):
         ShowerFlowConfig(spline_bound=0.0)
+
+
+def test_sampling_without_gradients_uses_a_checked_traced_graph():
+    import copy
+
+    torch.manual_seed(3)
+    flow = ShowerFlow(ShowerFlowConfig(**TINY)).eval()
+    _roughen(flow)
+    c = torch.rand(6, 1)
+    eager = flow.sample(c, generator=torch.Generator().manual_seed(5))  # grad mode: eager
+    assert flow._traced == {}
+    with torch.no_grad():
+        traced = flow.sample(c, generator=torch.Generator().manual_seed(5))
+        (fn,) = flow._traced.values()
+        assert isinstance(fn, torch.jit.ScriptModule)  # recorded, and it passed its check
+        torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)
+        flow.sample(torch.rand(2, 1))  # another batch shape: its own graph
+        assert len(flow._traced) == 2
+        # the graph shares the flow's weights: a change of weights reaches it
+        _roughen(flow, 1.5)
+        changed = flow.sample(c, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(changed, flow.sample(c, generator=torch.Generator().manual_seed(5)),
+                               rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(changed, traced)
+    twin = copy.deepcopy(flow)  # copies carry no graphs; moving a flow drops them
+    assert twin._traced == {}
+    flow.to(torch.float64)
+    assert flow._traced == {}

@@ -37,6 +37,8 @@ Shapes: x (N, features), context (N, context) -> log_prob (N,); sample -> (N, fe
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -53,6 +55,9 @@ __all__ = ["LOG_SCALE_BOUND", "ShowerFlow", "ShowerFlowConfig"]
 
 #: bound of the couplings' log-scales (the reference's -tanh has range (-1, 1))
 LOG_SCALE_BOUND = 1.0
+
+#: traced inverse passes kept per flow (one per batch shape; a run uses one or two)
+_MAX_TRACED = 4
 
 
 @dataclass
@@ -99,6 +104,17 @@ class ShowerFlowConfig:
             raise ConfigError(f"permutation_seed must be an integer, got {self.permutation_seed!r}")
 
 
+class _InversePass(nn.Module):
+    """x = f^-1(z; context) of a zuko flow as one module's forward, for tracing."""
+
+    def __init__(self, flow: Flow) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, context: Tensor, z: Tensor) -> Tensor:
+        return self.flow.transform(context).inv(z)
+
+
 class ShowerFlow(nn.Module):
     """p(shower features | E_inc) as a zuko flow (module docstring).
 
@@ -122,6 +138,60 @@ class ShowerFlow(nn.Module):
             DiagNormal, torch.zeros(cfg.features), torch.ones(cfg.features), buffer=True
         )
         self.flow = Flow(transforms, base)
+        # traced inverse passes per (shape, device, dtype); see _inverse
+        self._traced: dict[tuple, Callable[[Tensor, Tensor], Tensor]] = {}
+
+    # --------------------------------------------------------------- traced sampling
+    def _apply(self, fn, *args, **kwargs):
+        self._traced.clear()  # a traced graph holds the tensors it was recorded with
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state["_traced"] = {}  # graphs are rebuilt on first use, never copied or pickled
+        return state
+
+    def _eager_inverse(self, context: Tensor, z: Tensor) -> Tensor:
+        return self.flow.transform(context).inv(z)
+
+    def _inverse(self, context: Tensor, z: Tensor) -> Tensor:
+        """x = f^-1(z; context), through a recorded graph when nothing needs gradients.
+
+        The lazy flow rebuilds 60 transform objects per call at paper size (sorting
+        permutations, indexing masks): at batch 1 that overhead is about half of the 34 ms
+        an eager call takes. The inverse pass recorded once with ``torch.jit.trace`` runs
+        without it. A graph is recorded per input shape (traced shapes may be fixed),
+        checked against the eager pass on fresh noise before it is used (if it disagrees,
+        the eager pass is kept for that shape), and dropped when the module moves.
+        """
+        if torch.is_grad_enabled() or torch.jit.is_tracing():
+            return self._eager_inverse(context, z)
+        key = (tuple(context.shape), context.device, context.dtype)
+        fn = self._traced.get(key)
+        if fn is None:
+            fn = self._record(context, z)
+            if len(self._traced) >= _MAX_TRACED:
+                self._traced.pop(next(iter(self._traced)))
+            self._traced[key] = fn
+        return fn(context, z)
+
+    def _record(self, context: Tensor, z: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about Python values in zuko
+            try:
+                # traced as a module, so the weights stay parameters of the graph (shared
+                # with this flow) rather than constants copied into it
+                traced = torch.jit.trace(_InversePass(self.flow), (context, z),
+                                         check_trace=False)
+            except Exception:  # noqa: BLE001 - an untraceable flow still samples eagerly
+                return self._eager_inverse
+        # fresh noise from a private generator: the check leaves the caller's stream alone
+        gen = torch.Generator(device=z.device).manual_seed(0)
+        probe = torch.randn(z.shape, generator=gen, device=z.device, dtype=z.dtype)
+        if not torch.allclose(traced(context, probe), self._eager_inverse(context, probe),
+                              rtol=1e-4, atol=1e-5):
+            return self._eager_inverse
+        return traced
 
     def _permutation(self, gen: torch.Generator) -> LazyTransform:
         order = torch.randperm(self.config.features, generator=gen)
@@ -190,7 +260,7 @@ class ShowerFlow(nn.Module):
         dtype = next(self.parameters()).dtype
         z = torch.randn(context.shape[0], self.config.features, generator=generator,
                         device=context.device, dtype=dtype)
-        return self.flow.transform(context.to(dtype)).inv(z)
+        return self._inverse(context.to(dtype), z)
 
     def n_parameters(self) -> int:
         """Trainable parameters (masks, permutations and the base are buffers)."""
