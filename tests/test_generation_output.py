@@ -114,21 +114,23 @@ def test_interrupted_generation_leaves_no_file(tmp_path):
 
 
 def test_background_writes_run_one_at_a_time_and_report_errors():
+    release, started = threading.Event(), threading.Event()
     done, active, overlap = [], [], []
 
-    def slow(item):
+    def blocked(item):
         active.append(item)
         overlap.append(len(active))
-        time.sleep(0.02)
+        started.set()
+        release.wait(timeout=30)  # held until the test lets it go
         done.append(item)
         active.remove(item)
 
-    with BackgroundWrites(slow) as bg:
-        t0 = time.perf_counter()
+    with BackgroundWrites(blocked) as bg:
         bg.submit(1)
-        assert time.perf_counter() - t0 < 0.015  # returned before the write finished
+        assert started.wait(timeout=30) and done == []  # submit returned, write in flight
+        release.set()
         bg.submit(2)
-        assert done == [1]  # the second submission waited for the first write
+        assert done[:1] == [1]  # the second submission waited for the first write
     assert done == [1, 2] and max(overlap) == 1
 
     def broken(item):
