@@ -4,10 +4,8 @@
 # (energy, shape, bns, then calibration, the fitted voxel-energy map of
 # docs/calibration.md) of the tiny preset, copy the generation weights into the package.
 # Every stage is seeded, so a rerun on the same kind of machine gives the same weights.
-# The shipped model's first three stages were trained before the calibration stage
-# existed; it was added to them with
-#   caloforge train calodream-ds2-tiny --data "$WORK/ds2_train.h5" --out "$WORK/calodream-ds2-tiny" --stage calibration
-# which --resume below also does (it runs every stage the directory lacks).
+# The shipped model (2026-12-05, shape tokens 160 wide) was made by this script in one run
+# of all four stages, 28.7 minutes on a 2-core CPU (docs/calodream.md).
 set -euo pipefail
 WORK=${1:-runs/pretrained}
 mkdir -p "$WORK"

@@ -31,12 +31,8 @@ CODEBOOK_FIELDS = ("codebook_init", "codebook_update", "codebook_decay", "revive
                    "dead_code_threshold", "dead_code_decay", "l2_normalize_codes")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _clusters(k=6, per=40, dim=3, seed=0):

@@ -20,12 +20,8 @@ from caloforge.sampling.tokens import _invert_cdf, draw_token_uniforms, invert_c
 MODEL = "calovq-ds2-tiny"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,8 @@ from caloforge.models import (
 )
 from caloforge.sampling import solve_ode, uniform_times
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _perturb(module, std=0.1):
@@ -123,6 +118,37 @@ def test_vit_config_checks_patch_and_widths():
         ViTVelocityField(ViTConfig(**TINY_VIT))(
             torch.randn(1, 2, 6, 3, 3), torch.rand(1), torch.randn(1, 5)
         )
+
+
+def _token_outputs(layer_or_vit, n=64):
+    """Rank of the velocities a model outputs per patch over random inputs."""
+    torch.manual_seed(3)
+    _perturb(layer_or_vit, std=0.5)
+    if isinstance(layer_or_vit, ViTVelocityField):
+        cfg = layer_or_vit.config
+        x = torch.randn(n, cfg.in_channels, *cfg.volume)
+        out = layer_or_vit(x, torch.rand(n), torch.randn(n, cfg.cond_dim))
+        # one row per (shower, patch): the patch axes are (3, 1, 1) here, channels first
+        rows = out.reshape(n, cfg.in_channels, 2, 3, 3, 3).permute(0, 2, 4, 5, 1, 3)
+        rows = rows.reshape(-1, cfg.patch_dim)
+    else:
+        rows = layer_or_vit(torch.randn(n, 5, layer_or_vit.linear.in_features),
+                            torch.randn(n, layer_or_vit.linear.in_features)).reshape(n * 5, -1)
+    rows = rows - rows.mean(0)
+    return int(torch.linalg.matrix_rank(rows.double(), rtol=1e-6))
+
+
+def test_vit_tokens_narrower_than_their_patch_are_refused():
+    # why: a final projection of a dim-wide token spans at most dim directions of a
+    # patch, so the remaining directions of the noise are never transported
+    from caloforge.nn import DiTFinalLayer
+
+    assert _token_outputs(DiTFinalLayer(4, 6)) == 4
+    with pytest.raises(ConfigError, match="dim 4 is smaller than the patch size 6"):
+        ViTConfig(**{**TINY_VIT, "dim": 4})
+    # as wide as the patch: the velocities of a patch reach all its directions
+    vit = ViTVelocityField(ViTConfig(**{**TINY_VIT, "dim": 6, "mlp_hidden": 12}))
+    assert _token_outputs(vit) == 6
 
 
 # ------------------------------------------------------------------ energy network

@@ -16,12 +16,8 @@ from caloforge.models import (
 SMALL = dict(widths=(16, 8), time_dim=8, fourier_frequencies=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def inputs(n=3, p=5, seed=0):

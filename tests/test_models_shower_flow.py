@@ -14,12 +14,8 @@ from caloforge.models import MODEL_REGISTRY, ShowerFlow, ShowerFlowConfig, build
 TINY = dict(features=5, blocks=2, hidden=32, spline_hidden=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _roughen(flow: ShowerFlow, scale: float = 3.0) -> None:

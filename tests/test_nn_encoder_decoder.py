@@ -5,13 +5,8 @@ import torch
 
 from caloforge.nn import EncoderDecoderTransformer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(norm_first=False, dropout=0.0):

@@ -12,13 +12,8 @@ from caloforge.errors import ConfigError
 from caloforge.models import ConvVAE3d, VAEConfig
 from caloforge.objectives import VAEObjective, gaussian_kl
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _FixedVAE(nn.Module):

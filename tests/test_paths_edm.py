@@ -15,12 +15,8 @@ PRE = EDMPreconditioning()
 SIGMAS = [0.002, 0.1, 0.5, 1.0, 10.0, 80.0]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_net(dim: int, seed: int = 0):

@@ -10,13 +10,8 @@ from caloforge.objectives import ScoreMatchingObjective, denoising_score_matchin
 from caloforge.paths import LinearFlowPath, VPSDEPath
 from caloforge.sampling import parse_solver
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PATH = VPSDEPath()

@@ -146,8 +146,12 @@ def test_energy_network_learns_the_response(data_file, tmp_path):
     t = CaloDREAMTransforms.from_state(
         json.loads((tmp_path / "m" / "checkpoint.json").read_text())["transforms"])
     from caloforge.checkpoints import load_checkpoint
+    from caloforge.training.trainer import seed_everything
 
     def response(trained: bool) -> np.ndarray:
+        # untrained: the network this run started from (the stage seeds, then builds it
+        # first), not an arbitrary initialisation
+        seed_everything(cfg.training.energy.seed)
         models = build_calodream_models(cfg)
         if trained:
             load_checkpoint(tmp_path / "m").load_modules("energy", {"energy": models["energy"]})
@@ -160,3 +164,27 @@ def test_energy_network_learns_the_response(data_file, tmp_path):
     sep_trained = separation_power(truth, np.histogram(response(True), bins)[0])
     sep_untrained = separation_power(truth, np.histogram(response(False), bins)[0])
     assert sep_trained < 0.5 * sep_untrained
+
+
+def test_shape_stages_retrain_over_a_directory_whose_stored_shape_is_now_refused(
+        data_file, tmp_path):
+    """A run whose ViT tokens were narrower than their patches (refused since) keeps its
+    energy network: retraining the shape stages with valid settings warns and works,
+    while loading the old directory as a model is a one-line error."""
+    from caloforge.checkpoints import MANIFEST_NAME
+    from caloforge.errors import CheckpointError
+    from caloforge.pipelines.calodream import CaloDREAM
+
+    out = tmp_path / "m"
+    train_pipeline(micro(), data_file, out, stages=("energy",), progress=False)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest["config"]["shape"]["dim"] = 16  # the patch holds 144 voxels
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="dim 16 is smaller than the patch size 144"):
+        CaloDREAM.load(out, verify=False)
+    energy_before = (out / "energy.safetensors").read_bytes()
+    with pytest.warns(UserWarning, match="cannot be read"):
+        model = train_pipeline(micro(), data_file, out, progress=False,
+                               stages=("shape", "bns", "calibration"))
+    assert isinstance(model, CaloDREAM) and model.config.shape.dim == 144
+    assert (out / "energy.safetensors").read_bytes() == energy_before

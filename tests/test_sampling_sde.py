@@ -20,12 +20,8 @@ from caloforge.sampling import (
 PATH = VPSDEPath()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_noise_fn(mu: float, s: float):

@@ -9,13 +9,8 @@ import torch
 from caloforge.models import GPT, GPTConfig
 from caloforge.sampling import draw_categorical, filter_logits, sample_tokens
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gpt(**kw) -> GPT:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["KVCache", "CausalSelfAttention", "TransformerBlock"]
+__all__ = ["KVCache", "StaticKVCache", "CausalSelfAttention", "TransformerBlock"]
 
 
 class KVCache:
@@ -54,6 +54,75 @@ class KVCache:
     def advance(self, n: int) -> None:
         """Mark ``n`` more positions as processed (after all layers were updated)."""
         self.length += int(n)
+
+    def attention_mask(self) -> None:
+        """The mask of :meth:`TransformerBlock.step`: none, the held keys are exactly the
+        positions seen so far."""
+        return None
+
+
+class StaticKVCache:
+    """A key/value cache whose tensors never change shape, address or Python state.
+
+    For decoding captured in a CUDA graph (:mod:`caloforge.sampling.cuda_graph_tokens`):
+    a graph replays fixed kernels on fixed memory, so the current position cannot be a
+    Python int (as :attr:`KVCache.length` is) and the attended keys cannot be a slice
+    whose length grows. Here the position is a device tensor ``pos`` (0-dim long), the
+    new keys/values are written at ``pos`` with ``index_copy_``, and a step attends over
+    all ``max_len`` slots with an additive mask (0 for slots <= pos, -inf after), which
+    gives the same attention weights as attending to the first pos + 1 slots: the masked
+    scores become exact zeros after the softmax.
+
+    Every update is in place (``pos``, ``mask``, the buffers): a graph records the
+    addresses it read and wrote, so rebinding an attribute would leave it reading stale
+    memory. Used by :meth:`TransformerBlock.step`, one position per call, in inference.
+
+    Shapes: keys/values (n_layers, N, n_heads, max_len, head_dim); ``mask`` (1, max_len)
+    in the buffers' dtype, broadcast over rows and heads.
+    """
+
+    def __init__(self, n_layers: int, n: int, n_heads: int, max_len: int, head_dim: int,
+                 *, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.n_layers, self.max_len = int(n_layers), int(max_len)
+        shape = (self.n_layers, int(n), int(n_heads), self.max_len, int(head_dim))
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = torch.zeros((), dtype=torch.long, device=device)
+        self._index = self.pos.view(1)  # a view: follows every in-place update of pos
+        # row p: the mask while processing position p (row max_len, reached only after
+        # the last position, keeps the look-up in range)
+        slots = torch.arange(self.max_len, device=device)
+        rows = torch.arange(self.max_len + 1, device=device)[:, None]
+        self._masks = torch.zeros(self.max_len + 1, self.max_len, device=device, dtype=dtype)
+        self._masks.masked_fill_(slots[None, :] > rows, float("-inf"))
+        self.mask = self._masks[:1].clone()
+
+    def reset(self) -> None:
+        """Start a new sequence: position 0, buffers zeroed (stale entries are masked, but
+        0 * NaN would still be NaN)."""
+        self.keys.zero_()
+        self.values.zero_()
+        self.pos.zero_()
+        torch.index_select(self._masks, 0, self._index, out=self.mask)
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store one position's keys/values (N, H, 1, hd) at ``pos``; return all slots."""
+        keys, values = self.keys[layer], self.values[layer]
+        keys.index_copy_(2, self._index, k)
+        values.index_copy_(2, self._index, v)
+        return keys, values
+
+    def advance(self, n: int = 1) -> None:
+        """Move to the next position (after all layers were updated); ``n`` must be 1."""
+        if n != 1:
+            raise ValueError(f"a static cache advances one position at a time, not {n}")
+        self.pos.add_(1)
+        torch.index_select(self._masks, 0, self._index, out=self.mask)
+
+    def attention_mask(self) -> Tensor:
+        """Additive mask (1, max_len) for the query at ``pos``."""
+        return self.mask
 
 
 class CausalSelfAttention(nn.Module):
@@ -119,12 +188,14 @@ class TransformerBlock(nn.Module):
         x = x + self.attn(self.ln1(x), cache, layer)
         return x + self.mlp(self.ln2(x))
 
-    def step(self, x: Tensor, cache: KVCache, layer: int = 0) -> Tensor:
+    def step(self, x: Tensor, cache: KVCache | StaticKVCache, layer: int = 0) -> Tensor:
         """One new position in inference: x (N, d) -> (N, d); updates ``cache``.
 
         The same function as ``forward(x[:, None], cache, layer)[:, 0]`` in eval mode,
         written with functional calls on 2-D tensors: sampling at small batches is bound by
-        per-operator overhead (70 steps per shower), not by arithmetic.
+        per-operator overhead (70 steps per shower), not by arithmetic. With a
+        :class:`StaticKVCache` every shape is independent of the position (the query
+        attends over all slots under the cache's mask), as a CUDA graph needs.
         """
         n, d = x.shape
         a = self.attn
@@ -132,7 +203,8 @@ class TransformerBlock(nn.Module):
         y = F.layer_norm(x, (d,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
         q, k, v = F.linear(y, a.qkv.weight, a.qkv.bias).view(n, 3, h, 1, d // h).unbind(1)
         k, v = cache.update(layer, k, v)
-        y = F.scaled_dot_product_attention(q, k, v)  # one query sees every cached key
+        # one query: every held key (KVCache) or every unmasked slot (StaticKVCache)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.attention_mask())
         x = x + F.linear(y.view(n, d), a.proj.weight, a.proj.bias)
         fc1, act, fc2 = self.mlp[0], self.mlp[1], self.mlp[2]
         y = F.layer_norm(x, (d,), self.ln2.weight, self.ln2.bias, self.ln2.eps)

@@ -216,7 +216,15 @@ def _warn_config_drift(spec, config: Any, stored: dict[str, Any] | None, run: tu
     kept = [s for s in stored_stages if s not in run]
     if not kept or stored is None:
         return
-    _, old = config_from_manifest(stored, str(out), expect=spec.name)
+    try:
+        _, old = config_from_manifest(stored, str(out), expect=spec.name)
+    except CheckpointError as exc:
+        # e.g. a setting refused since (a ViT narrower than its patches): the stages this
+        # run trains replace the ones that depended on it, so say so and go on
+        warnings.warn(f"the settings stored in {out} cannot be read ({exc}); the kept "
+                      f"stage(s) {', '.join(kept)} keep their weights and the directory "
+                      f"takes this run's settings", stacklevel=2)
+        return
     a, b = _flat(config_to_dict(old)), _flat(config_to_dict(config))
     diff = [k for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and not k.startswith("training.")]

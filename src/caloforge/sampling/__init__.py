@@ -1,8 +1,9 @@
-"""Samplers that know nothing of networks: token sampling, fixed-step ODE solvers by name,
+"""Samplers that know nothing of networks: token sampling (with a CUDA-graph step on GPUs), fixed-step ODE solvers by name,
 trained bespoke (BNS) solvers, VP-SDE samplers (Euler-Maruyama, probability flow), EDM
 samplers of a denoiser (Heun, Euler, stochastic churn) and consistency-model sampling."""
 
 from .bespoke import BNSSolver, train_bns
+from .cuda_graph_tokens import CUDAGraphTokenSampler
 from .edm import (
     EDM_METHODS,
     EDM_SAMPLER_NAMES,
@@ -29,6 +30,7 @@ from .tokens import draw_categorical, filter_logits, sample_tokens
 
 __all__ = [
     "BNSSolver",
+    "CUDAGraphTokenSampler",
     "Denoiser",
     "EDMSampler",
     "EDM_METHODS",

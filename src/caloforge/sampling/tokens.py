@@ -15,6 +15,10 @@ shape (N, steps)): the sampler is then a deterministic function of (condition, u
 is how exported graphs take their randomness as an input (docs/export.md). On CPU,
 ``draw_token_uniforms(N, steps, generator)`` returns exactly the numbers the sampler
 draws itself from that generator, so both ways give the same tokens.
+
+On CUDA devices a model with a fixed-shape step (:meth:`GPT.static_step`) is sampled
+through a CUDA graph of that step (:mod:`caloforge.sampling.cuda_graph_tokens`), with the
+same random numbers and draws; ``cuda_graphs=False`` keeps the plain loop.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ def sample_tokens(
     prefix: Tensor | None = None,
     chunk_size: int | None = None,
     uniforms: Tensor | None = None,
+    cuda_graphs: bool | None = None,
 ) -> Tensor:
     """Sample token sequences from an autoregressive prior.
 
@@ -130,6 +135,12 @@ def sample_tokens(
             generator's (any device): row i, column s draws position t0 + s. With
             ``draw_token_uniforms(N, steps, generator)`` the tokens equal those drawn from
             ``generator`` on CPU.
+        cuda_graphs: None (default) samples through a CUDA graph of the model's
+            fixed-shape step on CUDA devices, False never, True on every device (captured
+            on CUDA, run eagerly elsewhere: the same tokens, for tests). It applies with
+            ``use_cache``, no prefix and a model in eval mode that implements the step
+            (:func:`~caloforge.sampling.cuda_graph_tokens.supports_static_decoding`); the
+            random numbers and draws are the plain loop's (module docstring there).
 
     Returns:
         tokens (N, n_tokens) long, including the prefix.
@@ -162,8 +173,27 @@ def sample_tokens(
         # counter-based (CUDA) generators give numbers that depend on each call's size:
         # draw per step and chunk, as draw_categorical does (the whole batch by default)
         uniforms = None
+    static = None
+    if (cond.device.type == "cuda" if cuda_graphs is None else cuda_graphs) and use_cache \
+            and t0 == 0:
+        # imported here: that module imports this one's draw
+        from .cuda_graph_tokens import supports_static_decoding, token_sampler_for
+
+        static = token_sampler_for(model) if supports_static_decoding(model) else None
     for i in range(0, n, chunk_size):
         j = min(n, i + chunk_size)
+        if static is not None:
+            static.sample_into(
+                model,
+                tokens[i:j],
+                cond[i:j],
+                None if class_id is None else class_id[i:j],
+                None if uniforms is None else uniforms[:, i:j],
+                generator,
+                temperature,
+                top_k,
+            )
+            continue
         _sample_rows(
             model,
             cond[i:j],

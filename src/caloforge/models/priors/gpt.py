@@ -16,6 +16,11 @@ ds2 configuration (2 layers, 2 heads, d = 64, seq_len = 70) has about 0.236 M pa
 Incremental decoding: :meth:`GPT.next_token_logits` takes the tokens generated so far and
 an optional :class:`~caloforge.nn.KVCache`; with a cache, only positions not yet seen are
 computed. The samplers in :mod:`caloforge.sampling.tokens` use only this method.
+
+Fixed-shape decoding: :meth:`GPT.static_step` computes the same logits with a
+:class:`~caloforge.nn.transformer.StaticKVCache`, whose position is a device tensor, so one
+call with the same tensor shapes serves every position; that is what a CUDA graph can
+replay (:mod:`caloforge.sampling.cuda_graph_tokens`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...nn import ConditionEmbedding, KVCache, TransformerBlock
+from ...nn.transformer import StaticKVCache
 
 __all__ = ["GPTConfig", "GPT"]
 
@@ -175,11 +181,50 @@ class GPT(nn.Module):
         """
         t = cache.length
         h = F.embedding(last, self.tok_emb.weight) + self.pos_emb[t]
+        return self._step_layers(h, cache)
+
+    def _step_layers(self, h: Tensor, cache: KVCache | StaticKVCache) -> Tensor:
+        """Input embeddings (N, d) of one position -> its logits (N, V); advances cache."""
         for i, blk in enumerate(self.blocks):
             h = blk.step(h, cache, i)
         cache.advance(1)
         h = F.layer_norm(h, h.shape[-1:], self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
         return F.linear(h, self.head.weight, self.head.bias)
+
+    # ------------------------------------------------------ fixed-shape decoding
+    def new_static_cache(self, n: int) -> StaticKVCache:
+        """A :class:`StaticKVCache` for ``n`` rows on this model's device and dtype."""
+        cfg, p = self.config, self.pos_emb
+        return StaticKVCache(cfg.n_layers, n, cfg.n_heads, cfg.seq_len,
+                             cfg.d_model // cfg.n_heads, device=p.device, dtype=p.dtype)
+
+    def start_embedding(self, cond: Tensor, class_id: Tensor | None = None) -> Tensor:
+        """The input of position 0 (before its position embedding), (N, d)."""
+        return self.start(cond, class_id)
+
+    def static_step(self, start: Tensor, tokens: Tensor, cache: StaticKVCache) -> Tensor:
+        """Logits (N, V) of token p = ``cache.pos`` with shapes independent of p; advances.
+
+        Args:
+            start: (N, d) :meth:`start_embedding` of the condition, the input at p = 0.
+            tokens: (N, seq_len) long; column p - 1 is the input at p > 0, the other
+                columns are not read. Every entry must be a valid id (the column is
+                looked up at p = 0 too, then discarded).
+            cache: from :meth:`new_static_cache`, holding positions 0 … p - 1.
+
+        The same function as :meth:`next_token_logits` with a :class:`KVCache` in eval
+        mode (up to rounding: attention runs over all slots under a mask), with no Python
+        value depending on p: the previous token, the position embedding and the cache
+        slot are selected by the device tensor ``cache.pos``.
+        """
+        if self.training:
+            raise RuntimeError("static_step is for inference: call .eval() first (no dropout)")
+        pos = cache.pos
+        prev = tokens.index_select(1, (pos - 1).clamp_min(0).view(1))[:, 0]
+        # a selection, not arithmetic: position 0 gets the start vector bit for bit
+        h = torch.where(pos == 0, start, F.embedding(prev, self.tok_emb.weight))
+        h = h + self.pos_emb.index_select(0, pos.view(1))
+        return self._step_layers(h, cache)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -71,6 +71,14 @@ class ViTConfig:
         if self.time_freq_dim <= 0 or self.time_freq_dim % 2:
             raise ConfigError(f"time_freq_dim must be positive and even, got {self.time_freq_dim}")
         patch_grid(self.volume, self.patch)  # raises ConfigError when it does not divide
+        if self.dim < self.patch_dim:
+            # the velocity of a patch is a fixed linear map of a dim-wide token, so it spans
+            # at most dim of the patch's patch_dim directions: the noise in the others is
+            # never transported and reaches the samples unchanged
+            raise ConfigError(
+                f"dim {self.dim} is smaller than the patch size {self.patch_dim} "
+                f"(channels x {'x'.join(map(str, self.patch))}): the velocity could not reach "
+                f"every direction of a patch; use dim >= {self.patch_dim} or smaller patches")
 
     @property
     def grid(self) -> tuple[int, int, int]:

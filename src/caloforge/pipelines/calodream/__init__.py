@@ -40,7 +40,7 @@ def micro_overrides(steps: int = 6) -> list[str]:
     """``--set`` overrides that shrink ``calodream-ds2-tiny`` to a seconds-long training
     (the framework's tests train every pipeline with them)."""
     sets = ["energy.n_decoder_layers=1", "energy.ff_dim=32", "energy.head_hidden=16",
-            "energy.head_layers=2", "shape.dim=16", "shape.n_heads=2", "shape.mlp_hidden=16",
+            "energy.head_layers=2", "shape.dim=144", "shape.n_heads=2", "shape.mlp_hidden=16",
             "shape.n_blocks=1", "energy_solver=euler-2", "shape_solver=euler-3",
             "bns.n_steps=2", "bns.max_iters=3", "bns.patience=2", "bns.batch_size=4",
             "bns.reference=midpoint-4", "calibration.showers=40"]

@@ -69,9 +69,11 @@ def _tiny(latent: bool) -> CaloDREAMConfig:
     # batches of 32: each iteration integrates the reference, which dominates on a CPU
     bns = BNSConfig(n_steps=8, max_iters=150, patience=40, batch_size=32, reference="rk4-10")
     if not latent:
-        # ours: patches (3, 16, 3), 45 tokens instead of Tab. 2's 135, so a step costs a
-        # third on a CPU; the output projection still sets every voxel (docs/calodream.md)
-        shape = ViTConfig(patch=(3, 16, 3), dim=96, n_heads=4, mlp_hidden=192, n_blocks=3,
+        # ours: patches (3, 16, 3), 45 tokens instead of Tab. 2's 135, with tokens of 160
+        # >= the 144 voxels of a patch, so the velocity reaches every direction of a patch
+        # (a token narrower than its patch leaves part of the noise in the samples:
+        # docs/calodream.md); a step costs about 0.6 of the 135-token ViT's on a CPU
+        shape = ViTConfig(patch=(3, 16, 3), dim=160, n_heads=4, mlp_hidden=320, n_blocks=3,
                           time_freq_dim=64)
         return CaloDREAMConfig(energy=energy, shape=shape, training=training, bns=bns,
                                energy_solver="rk4-20", shape_solver="bns-8")

@@ -16,7 +16,6 @@ from ...models import ConvVAE3d, TransfusionEnergyNet, ViTVelocityField
 from ...models.autoencoders.vae import flat_to_volume
 from ...sampling import BNSSolver, train_bns
 from ...training import TensorDictDataset, TrainerConfig
-from ..registry import config_from_manifest
 from ..staged import StageBuild, StageContext, pass_batch_size
 from .config import CaloDREAMConfig
 from .model import CaloDREAM, build_calodream_models
@@ -49,7 +48,8 @@ def prepare(ctx: StageContext) -> None:
     config: CaloDREAMConfig = ctx.config
     ckpt = ctx.checkpoint()
     if ckpt is not None and ckpt.stages:
-        config_from_manifest(ckpt.config, str(ctx.out_dir), expect="calodream")
+        # the stored settings are not needed here (this run's replace them, and the
+        # pipeline of the directory was checked before): only the fitted transforms
         transforms = CaloDREAMTransforms.from_state(ckpt.manifest["transforms"])
     else:
         tr = ctx.train_idx

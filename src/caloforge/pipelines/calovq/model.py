@@ -162,6 +162,9 @@ class CaloVQ:
         self.transforms = transforms
         transforms.total_and_shares = config.r_representation == "total_and_shares"
         self.device = torch.device("cpu")
+        # on a CUDA device the GPT's token loop replays a captured CUDA graph of one step
+        # (same tokens for the same random stream); False keeps the plain loop
+        self.cuda_graphs = True
 
     # ----------------------------------------------------------------- shapes
     def showers_to_model_input(self, x_flat: Tensor) -> Tensor:
@@ -206,6 +209,7 @@ class CaloVQ:
             temperature=self.config.temperature if temperature is None else temperature,
             top_k=self.config.top_k if top_k is None else top_k,
             generator=generator, uniforms=uniforms,
+            cuda_graphs=None if self.cuda_graphs else False,
         )
 
     @torch.inference_mode()
