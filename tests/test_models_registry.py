@@ -15,14 +15,8 @@ from caloforge.models import (
     build_model,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # tiny configuration of every registered model; a new registration must add one here

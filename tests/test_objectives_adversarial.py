@@ -20,14 +20,8 @@ from caloforge.objectives import (
     warmup_factor,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bce_gan_losses_known_values():

@@ -9,14 +9,8 @@ from caloforge.models import CylindricalVQVAE, VQVAEConfig
 from caloforge.models.autoencoders import QuantizerLosses, VQVAEOutput
 from caloforge.objectives import PhysicsAwareLoss, VQObjective, fractions_from_x, x_from_fractions
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: thread hand-offs cost more than they save on a shared 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny tensors: one torch thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_x_space_mapping_round_trip_and_range():
