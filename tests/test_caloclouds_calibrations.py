@@ -12,6 +12,7 @@ from caloforge.pipelines.caloclouds.calibrations import (
     CalibratedBatch,
     NCalibration,
     PointCloudSampleError,
+    apply_square_symmetry,
     assign_layers,
     calibrate,
     check_n_calibration,
@@ -354,3 +355,31 @@ def test_calibrate_rejects_bad_input():
     # the NaN padding of shower 1 is not a problem
     out = calibrate(pts, n, summary, lp)
     assert torch.isfinite(out.points).all()
+
+
+def test_the_eight_square_symmetries_map_a_point_onto_its_eight_images_and_cells_onto_cells():
+    pts = torch.tensor([[[1.0, 2.0, 3.5, 4.0]]]).repeat(8, 1, 1)
+    out = apply_square_symmetry(pts, torch.ones(8, dtype=torch.long), torch.arange(8))
+    images = {(float(x), float(y)) for x, y in out[:, 0, :2]}
+    assert images == {(1, 2), (-2, 1), (-1, -2), (2, -1), (-1, 2), (2, 1), (1, -2), (-2, -1)}
+    assert torch.equal(out[..., 2:], pts[..., 2:])
+    # about another axis, and padding stays where it is
+    pad = torch.tensor([[[11.0, 12.0, 0.5, 1.0], [9.0, 9.0, 9.0, 9.0]]])
+    moved = apply_square_symmetry(pad, torch.tensor([1]), torch.tensor([1]), axis_xy=(10.0, 10.0))
+    assert moved[0, 0, :2].tolist() == [8.0, 11.0] and torch.equal(moved[0, 1], pad[0, 1])
+    # a grid with a corner on the axis: every shower keeps its cell energies
+    g = PlanarGeometry("sq", absorber_mm=(1.0, 1.0), n_cells_x=6, n_cells_y=6, cell_mm=5.0)
+    rng = np.random.default_rng(0)
+    cloud = torch.tensor(np.c_[rng.uniform(-15, 15, (40, 2)), rng.uniform(0, 2, 40),
+                               rng.uniform(0.1, 1, 40)], dtype=torch.float32)[None]
+    for k in range(8):
+        turned = apply_square_symmetry(cloud, torch.tensor([40]), torch.tensor([k]))
+        cells = []
+        for c in (cloud, turned):
+            ix, iy, inside = g.cell_of(c[0, :, 0].numpy(), c[0, :, 1].numpy())
+            assert inside.all()
+            cells.append(np.sort(np.bincount(ix * 6 + iy, weights=c[0, :, 3].numpy(),
+                                             minlength=36)))
+        np.testing.assert_allclose(cells[0], cells[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="0..7"):
+        apply_square_symmetry(pts, torch.ones(8, dtype=torch.long), torch.full((8,), 8))

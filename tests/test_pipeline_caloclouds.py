@@ -152,6 +152,43 @@ def test_calibration_stages_record_the_check_of_their_fit(micro_model):
         assert check["cells_wanted"] > 0
 
 
+def test_calibration_stages_fit_a_radial_map_that_generation_applies(micro_model, tmp_path):
+    # docs/caloclouds.md, 'The radial map': fitted with the N calibration, stored with it,
+    # applied as the last step; a model saved without it loads and generates without it
+    model, out = micro_model
+    assert sorted(model.radial_maps) == ["diffusion", "distilled"]
+    assert model.describe()["radial_map"] == ["diffusion", "distilled"]
+    e = torch.tensor([2e4, 6e4, 9e4])
+    with_map = model.sample(e, generator=torch.Generator().manual_seed(3))
+    maps = dict(model.radial_maps)
+    try:
+        model.radial_maps.clear()
+        without = model.sample(e, generator=torch.Generator().manual_seed(3))
+        model.save(tmp_path / "no_map")
+    finally:
+        model.radial_maps.update(maps)
+    np.testing.assert_array_equal(with_map.n_points, without.n_points)
+    np.testing.assert_array_equal(with_map.points[:, 2:], without.points[:, 2:])
+    assert not np.array_equal(with_map.points[:, :2], without.points[:, :2])
+    reloaded = load_generator(tmp_path / "no_map")
+    assert reloaded.radial_maps == {} and reloaded.calibrations.keys() == maps.keys()
+    again = load_generator(out)
+    torch.testing.assert_close(again.radial_maps["diffusion"].data_knots,
+                               maps["diffusion"].data_knots)
+    # a stored config from before the map (layout 1) migrates to "no radial map" and no
+    # random symmetry
+    import json
+
+    from caloforge.pipelines.registry import config_from_manifest
+    stored = json.loads((out / "checkpoint.json").read_text())["config"]
+    old = {k: v for k, v in stored.items()
+           if not k.startswith("radial_map") and k != "symmetrise"}
+    old["config_version"] = 1
+    _, migrated = config_from_manifest(old, "old", expect="caloclouds")
+    assert migrated.radial_map_bins == 0 and migrated.radial_map_quantiles == 64
+    assert migrated.symmetrise is False  # such a model generates as it did
+
+
 def test_diffusion_loss_falls_and_samples_move_toward_the_data(clouds, tmp_path):
     sets = micro_overrides(1) + [
         "pointwise.widths=[32, 32]", "edm.points_per_shower=64", "edm.ema_power=0",

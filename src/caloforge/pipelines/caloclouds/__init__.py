@@ -2,9 +2,9 @@
 calibrations and one-step consistency distillation (docs/caloclouds.md).
 
 Stages, in order: ``showerflow`` (the 65 shower summaries given E_inc), ``diffusion``
-(the PointWise Net), ``calibrate`` (the N calibration of the diffusion model), ``distill``
-(consistency distillation of the diffusion model) and ``calibrate_distilled`` (the N
-calibration of the distilled model).
+(the PointWise Net), ``calibrate`` (the N calibration and the radial map of the
+diffusion model), ``distill`` (consistency distillation of the diffusion model) and
+``calibrate_distilled`` (the same two fits for the distilled model).
 """
 
 from ..registry import PipelineSpec, StageSpec, register_pipeline_spec
@@ -47,6 +47,20 @@ def micro_overrides(steps: int = 6) -> list[str]:
     return sets
 
 
+def _migrate(body: dict, version: int) -> dict:
+    """Upgrade a stored config to the current layout.
+
+    1 -> 2: the radial map (``radial_map_bins``, ``radial_map_quantiles``); calibration
+    stages fitted before it hold none, which ``radial_map_bins = 0`` says; and the
+    random square symmetry of step 11, off so that such a model generates as before.
+    """
+    if version <= 1:
+        body.setdefault("radial_map_bins", 0)
+        body.setdefault("radial_map_quantiles", 64)
+        body.setdefault("symmetrise", False)
+    return body
+
+
 CALOCLOUDS_SPEC = register_pipeline_spec(PipelineSpec(
     name="caloclouds",
     config_type=CaloClouds2Config,
@@ -56,20 +70,21 @@ CALOCLOUDS_SPEC = register_pipeline_spec(PipelineSpec(
         StageSpec("diffusion", build_diffusion_stage,
                   description="PointWise Net with EDM diffusion, conditioned on E and N"),
         StageSpec("calibrate", build_calibrate_stage, requires=("showerflow", "diffusion"),
-                  description="N calibration of the diffusion model (bootstrap pass)",
+                  description="N calibration and radial map of the diffusion model",
                   enabled=lambda c: c.calibration_showers > 0),
         StageSpec("distill", build_distill_stage, requires=("diffusion",),
                   description="consistency distillation: one-step sampling"),
         StageSpec("calibrate_distilled", build_calibrate_distilled_stage,
                   requires=("showerflow", "distill"),
-                  description="N calibration of the distilled model",
+                  description="N calibration and radial map of the distilled model",
                   enabled=lambda c: c.calibration_showers > 0),
     ),
     generator=CaloClouds2,
     trainer_config=trainer_config,
     presets=CALOCLOUDS_PRESETS,
     prepare=prepare,
-    config_version=1,
+    config_version=2,
+    migrate=_migrate,
     description="CaloClouds II: Shower Flow + EDM point diffusion + calibrations + CM",
     data_kind="points",
 ))

@@ -15,6 +15,10 @@ reference's order,
    Shower Flow's CoG (step 8, undoing the [-1, 1] normalisation, is the caller's and
    comes before this).
 
+Two steps of ours follow (the generator applies them): 10, the fitted radial map
+(``radial_map.py``), and 11, :func:`apply_square_symmetry`, a random symmetry of the
+square cell grid per shower.
+
 Every step works on padded batches ``points`` (B, P, 4) in physical units (x mm, y mm,
 z layer units, E MeV) with ``n_valid`` (B,) valid points packed first in each row; the
 rest is padding, ignored on input and zero on output.
@@ -40,6 +44,7 @@ __all__ = [
     "NCalibration",
     "NCalibrationCheck",
     "PointCloudSampleError",
+    "apply_square_symmetry",
     "assign_layers",
     "calibrate",
     "check_n_calibration",
@@ -466,6 +471,36 @@ def shift_centre_of_gravity(points: Tensor, n_valid: Tensor, cog_x_mm: Tensor,
         shift = torch.where(has, target - cog, torch.zeros_like(cog))
         moved = (coord + shift[:, None]).to(points.dtype)
         out[..., col] = torch.where(valid, moved, points[..., col])
+    return out
+
+
+def apply_square_symmetry(points: Tensor, n_valid: Tensor, element: Tensor,
+                          axis_xy: tuple[float, float] = (0.0, 0.0)) -> Tensor:
+    """Step 11 (ours): move each shower by an element of the square's symmetry group about
+    the axis: ``element`` (B,) in 0..7 rotates by (element mod 4) x 90 degrees, then
+    mirrors x for element >= 4.
+
+    A shower entering normally at a cell corner has this symmetry, and so has the grid,
+    so every element maps cells onto cells. Drawing a random element per shower makes
+    the generator's distribution symmetric: a direction the network favours (e.g. the
+    core of the shipped distilled model sits 0.06 mm off the axis in y) is spread over
+    all eight (docs/caloclouds.md, 'The radial map'). Padding rows are left unchanged.
+    """
+    n = _check_batch(points, n_valid)
+    k = torch.as_tensor(element, device=points.device).reshape(-1).long()
+    if k.shape[0] != points.shape[0] or bool(((k < 0) | (k > 7)).any()):
+        raise ValueError(f"need one element in 0..7 per shower, got {tuple(k.shape)} values")
+    valid = _valid_mask(n, points.shape[1])
+    ax, ay = float(axis_xy[0]), float(axis_xy[1])
+    x, y = points[..., 0] - ax, points[..., 1] - ay
+    rot = (k % 4)[:, None]
+    # rotations by 0, 90, 180, 270 degrees: (x, y) -> (x, y), (-y, x), (-x, -y), (y, -x)
+    xr = torch.where(rot == 0, x, torch.where(rot == 1, -y, torch.where(rot == 2, -x, y)))
+    yr = torch.where(rot == 0, y, torch.where(rot == 1, x, torch.where(rot == 2, -y, -x)))
+    xr = torch.where((k >= 4)[:, None], -xr, xr)
+    out = points.clone()
+    out[..., 0] = torch.where(valid, xr + ax, points[..., 0])
+    out[..., 1] = torch.where(valid, yr + ay, points[..., 1])
     return out
 
 

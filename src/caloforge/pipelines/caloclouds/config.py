@@ -139,6 +139,16 @@ class CaloClouds2Config:
     #: threshold
     calibration_showers: int = 40_000
     calibration_threshold_mev: float = 0.1
+    #: the radial map fitted by the same calibration stages (ours, docs/caloclouds.md,
+    #: 'The radial map'): point radii about the axis mapped onto the training clouds',
+    #: per layer and per E_inc bin (this many bins of equal counts; 0: no map), each
+    #: distribution kept as this many energy-weighted quantiles
+    radial_map_bins: int = 8
+    radial_map_quantiles: int = 64
+    #: generation step 11 (ours): every shower moved by a random one of the 8 symmetries
+    #: of the square cell grid about the axis (rotations by 90 degrees, mirrors), which a
+    #: normally incident shower has; spreads any direction the network favours
+    symmetrise: bool = True
     #: at most this many points in one network pass at generation; None: 65 536 on a
     #: CPU (activations then stay below the allocator's mmap threshold: measured 1.8x faster
     #: than 2M-point passes, with a third of their system time), 2M on a GPU
@@ -165,6 +175,8 @@ class CaloClouds2Config:
             (self.calibration_showers >= 0, "calibration_showers must be >= 0 (0 = no N "
              "calibration)"),
             (self.calibration_threshold_mev >= 0, "calibration_threshold_mev must be >= 0"),
+            (self.radial_map_bins >= 0, "radial_map_bins must be >= 0 (0 = no radial map)"),
+            (self.radial_map_quantiles >= 2, "radial_map_quantiles must be >= 2"),
             (self.max_points_per_pass is None or self.max_points_per_pass >= self.max_points,
              "max_points_per_pass must be >= max_points (or unset: chosen per device)"),
             (0.0 <= self.validation_fraction < 0.5, "validation_fraction must be in [0, 0.5)"),

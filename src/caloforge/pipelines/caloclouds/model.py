@@ -34,10 +34,11 @@ from ...paths.edm import ConsistencyPreconditioning, EDMPreconditioning
 from ...sampling.edm import EDMSampler, parse_edm_sampler
 from ..base import check_finite, validate_energies
 from ..persist import open_model_checkpoint, save_model_checkpoint
-from .calibrations import NCalibration, calibrate
+from .calibrations import NCalibration, apply_square_symmetry, calibrate
 from .config import CaloClouds2Config
 from .data import PointNormaliser
 from .features import ShowerFlowScales, decode_shower_flow, shower_flow_context
+from .radial_map import RadialMap
 
 __all__ = ["CaloClouds2", "FlowStandardisation", "calibration_from_state", "calibration_state", "concatenate_clouds",
            "edm_preconditioning", "flow_scales"]
@@ -121,6 +122,13 @@ def calibration_from_state(state: dict[str, Tensor]) -> NCalibration:
                         p_gen=tuple(float(v) for v in state["p_gen"]))
 
 
+def _radial_map_from_state(state: dict[str, Tensor], path: Any) -> RadialMap:
+    try:
+        return RadialMap.from_state(state)
+    except (KeyError, ConfigError) as exc:
+        raise CheckpointError(f"checkpoint {path}: unreadable radial map ({exc})") from None
+
+
 class CaloClouds2(nn.Module):
     """A trained CaloClouds II model (a :class:`~caloforge.pipelines.ShowerGenerator` of
     point clouds: ``sample`` returns :class:`~caloforge.io.PointCloudData`)."""
@@ -134,7 +142,8 @@ class CaloClouds2(nn.Module):
                  shower_flow: nn.Module, pointwise: nn.Module | None,
                  distilled: nn.Module | None = None,
                  calibrations: dict[str, NCalibration] | None = None,
-                 transforms: dict[str, Any] | None = None):
+                 transforms: dict[str, Any] | None = None,
+                 radial_maps: dict[str, RadialMap] | None = None):
         super().__init__()
         self.config = config
         self.geometry = geometry
@@ -142,6 +151,9 @@ class CaloClouds2(nn.Module):
         self.pointwise = pointwise.eval() if pointwise is not None else None
         self.distilled = distilled.eval() if distilled is not None else None
         self.calibrations = dict(calibrations or {})
+        #: the fitted radial map of each model kind (docs/caloclouds.md, 'The radial map');
+        #: ``model.radial_maps.clear()`` generates without it, as the paper does
+        self.radial_maps = dict(radial_maps or {})
         self.transforms = dict(transforms or {})
         self.normaliser = PointNormaliser.for_geometry(geometry, config.e_max_mev,
                                                        config.max_points)
@@ -220,6 +232,14 @@ class CaloClouds2(nn.Module):
         check_finite(x, "generated points")
         points = self.normaliser.decode(x)
         batch = calibrate(points, n, summary, layer_points)
+        radial = self.radial_maps.get(self.model_kind)
+        if radial is not None:  # step 10, after the CoG shift (radial_map.py says why)
+            valid = torch.arange(batch.points.shape[1], device=dev) < batch.n_points[:, None]
+            batch.points = radial.apply(batch.points, valid, e.to(dev))
+        if self.config.symmetrise:  # step 11
+            element = torch.randint(0, 8, (len(e),), generator=generator, device=dev)
+            batch.points = apply_square_symmetry(batch.points, batch.n_points, element,
+                                                 (self.config.axis_x_mm, self.config.axis_y_mm))
         return batch.to_point_cloud_data(e.to(torch.float32).cpu())
 
     def _split(self, order_e: Tensor) -> list[slice]:
@@ -262,6 +282,8 @@ class CaloClouds2(nn.Module):
         for kind, stage in (("diffusion", "calibrate"), ("distilled", "calibrate_distilled")):
             if kind in self.calibrations and self.calibrations[kind].fitted:
                 out[stage] = {"n_calibration": calibration_state(self.calibrations[kind])}
+                if kind in self.radial_maps:
+                    out[stage]["radial_map"] = self.radial_maps[kind].state()
         return out
 
     def save(self, path: str | os.PathLike) -> None:
@@ -286,15 +308,18 @@ class CaloClouds2(nn.Module):
         if "distill" in ckpt.stages:
             distilled = build_model("pointwise_net", config.pointwise)
             ckpt.load_modules("distill", {"target": distilled})
-        calibrations = {}
+        calibrations, radial_maps = {}, {}
         for kind, stage in (("diffusion", "calibrate"), ("distilled", "calibrate_distilled")):
             if stage in ckpt.stages:
-                state = ckpt.state_dicts(stage)["n_calibration"]
-                calibrations[kind] = calibration_from_state(state)
+                states = ckpt.state_dicts(stage)
+                calibrations[kind] = calibration_from_state(states["n_calibration"])
+                # stages fitted before the radial map existed have none
+                if "radial_map" in states:
+                    radial_maps[kind] = _radial_map_from_state(states["radial_map"], path)
         if pointwise is None and config.sampler.startswith(("heun", "euler")):
             config.sampler = "consistency-1"
         model = cls(config, geometry, flow, pointwise, distilled, calibrations,
-                    ckpt.manifest.get("transforms", {}))
+                    ckpt.manifest.get("transforms", {}), radial_maps)
         return model.to(map_location)
 
     def describe(self) -> dict[str, Any]:
@@ -302,6 +327,7 @@ class CaloClouds2(nn.Module):
                 "models": [k for k, m in (("diffusion", self.pointwise),
                                           ("distilled", self.distilled)) if m is not None],
                 "n_calibration": sorted(k for k, c in self.calibrations.items() if c.fitted),
+                "radial_map": sorted(self.radial_maps),
                 "parameters": {k: sum(p.numel() for p in m.parameters())
                                for k, m in (("shower_flow", self.shower_flow),
                                             ("pointwise", self.pointwise),

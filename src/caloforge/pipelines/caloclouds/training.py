@@ -7,8 +7,10 @@ Stages, in order (docs/caloclouds.md, 'The system'):
 * ``diffusion``: the PointWise Net on padded batches read from the file per step;
 * ``calibrate``: the N calibration of the diffusion model (§3; docs/caloclouds.md, A7):
   p_data fitted on reference showers of the training split, p_gen on as many showers
-  generated without the N calibration for the same energies; stored as weights of the
-  stage;
+  generated without the N calibration for the same energies; and the radial map (ours,
+  docs/caloclouds.md, 'The radial map') fitted on the same generated showers against the
+  reference ones, applied before p_gen is fitted (it changes the cell count); both
+  stored as weights of the stage;
 * ``distill``: consistency distillation of the diffusion model's EMA weights;
 * ``calibrate_distilled``: the same N calibration for the distilled model (the paper
   refits p_gen for every model).
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from ...checkpoints import save_checkpoint
+from ...io import PointCloudData
 from ...models import build_model
 from ...training import TensorDictDataset
 from ..staged import StageBuild, StageContext
@@ -36,6 +39,7 @@ from .model import (
     edm_preconditioning,
     flow_scales,
 )
+from .radial_map import RadialMap, fit_radial_map
 from .stages import DiffusionStage, DistillationStage, ShowerFlowStage
 
 __all__ = ["build_calibrate_distilled_stage", "build_calibrate_stage", "build_diffusion_stage",
@@ -161,6 +165,11 @@ def _calibrate(ctx: StageContext, stage: str, sampler: str) -> None:
     generated = model.sample(torch.from_numpy(reference.incident_energies.astype(np.float64)),
                              batch_size=256, calibrate_n=False,
                              generator=torch.Generator().manual_seed(seed))
+    modules = {}
+    if config.radial_map_bins > 0:
+        radial = _fit_radial_map(ctx, reference, generated, rng)
+        generated = radial.apply_to_clouds(generated)
+        modules["radial_map"] = radial.state()
     gen_cells = count_cells(generated, ctx.geometry, thr)
     p_gen = fit_cubic(gen_cells, generated.n_points)
     fit = NCalibration(p_data=tuple(p_data), p_gen=tuple(p_gen))
@@ -174,10 +183,27 @@ def _calibrate(ctx: StageContext, stage: str, sampler: str) -> None:
                       f"({model.sampler.name}) is unsound: {problem}; the model cannot "
                       "match the reference's cell count (docs/caloclouds.md, "
                       "'Calibrations')", stacklevel=2)
-    save_checkpoint(ctx.out_dir, stage, {"n_calibration": calibration_state(fit)},
+    save_checkpoint(ctx.out_dir, stage, {"n_calibration": calibration_state(fit), **modules},
                     **ctx.checkpoint_meta(),
                     extra={"showers": int(n), "sampler": model.sampler.name,
                            "threshold_mev": float(thr), "check": check.to_dict()})
+
+
+def _fit_radial_map(ctx: StageContext, reference: PointCloudData, generated: PointCloudData,
+                    rng: np.random.Generator) -> RadialMap:
+    """The radial map of ``generated`` onto ``reference``, whose points get the training
+    jitter first (the distribution the network learnt, docs/caloclouds.md, A21)."""
+    config: CaloClouds2Config = ctx.config
+    points = np.array(reference.points, dtype=np.float32)
+    if config.jitter:
+        width = ctx.geometry.cell_mm / config.subcells
+        points[:, :2] += (rng.random((len(points), 2), dtype=np.float32) - 0.5) * width
+    jittered = PointCloudData(reference.incident_energies, points, reference.n_points,
+                              reference.geometry)
+    return fit_radial_map(generated, jittered, n_layers=ctx.geometry.n_layers,
+                          n_bins=config.radial_map_bins,
+                          n_quantiles=config.radial_map_quantiles,
+                          axis_xy=(config.axis_x_mm, config.axis_y_mm))
 
 
 def build_calibrate_stage(ctx: StageContext) -> None:
