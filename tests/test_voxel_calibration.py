@@ -59,6 +59,33 @@ def test_the_map_sends_the_models_distribution_onto_the_datas():
     assert float(a[kept].min()) >= float(a[(a > 0) & ~kept].max())
 
 
+def test_a_far_emptier_data_cell_gets_the_datas_whole_spectrum():
+    # the outer cells of low-energy showers: the model fills half its voxels with faint
+    # values, the data 1 %; the kept voxels (the model's top 2 %) must carry the data's
+    # whole spectrum, not its bottom (docs/calibration.md, 'Knots where the map acts')
+    model, e = _voxels(40000, 0.0, 1.0, 0.5, seed=21)
+    data, _ = _voxels(40000, 2.0, 0.5, 0.99, seed=22, energies=e.numpy())
+    cal = _fitted(model, data, e)
+    assert cal.paired_knots
+    fresh, e2 = _voxels(40000, 0.0, 1.0, 0.5, seed=23)
+    mapped = cal.map_voxels(fresh, e2)
+    assert float((mapped > 0).float().mean()) == pytest.approx(0.01, abs=0.002)
+    logs = np.log(mapped[mapped > 0].numpy().astype(np.float64))
+    assert stats.kstest(logs, "norm", args=(2.0, 0.5)).statistic < 0.05
+    assert stats.kstest(logs, "norm", args=(1.6, 0.5)).statistic > 0.2
+
+
+def test_maps_stored_in_the_first_layout_load_as_such():
+    model, e = _voxels(5000, 0.0, 1.0, 0.2, seed=24)
+    data, _ = _voxels(5000, 1.0, 0.5, 0.6, seed=25, energies=e.numpy())
+    cal = _fitted(model, data, e, quantiles=8)
+    state = {k: v for k, v in cal.state_dict().items() if k != "knot_layout"}
+    old = VoxelQuantileCalibration.for_geometry(GEO, n_bins=1, n_quantiles=8, threshold_mev=THR)
+    old.load_state_dict(state)
+    assert not old.paired_knots and cal.paired_knots
+    assert not torch.equal(old(model[:50], e[:50]), cal(model[:50], e[:50]))
+
+
 def test_energy_bins_map_each_energy_on_its_own():
     """The data's scale depends on E_inc, the model's does not: one map per bin."""
     model, e = _voxels(20000, 1.0, 0.5, 0.0, seed=4)

@@ -17,9 +17,17 @@ geometry is symmetric in angle) and per bin of ln E_inc, including the atom at z
     e' = F_data+^-1((p - p0_data) / (1 - p0_data))      otherwise
 
 where p0 are the fractions of empty voxels (below the readout threshold) and F+ the
-distributions of the non-empty ones, each kept as ``n_quantiles`` quantiles of ln e
-(linear interpolation between them; above the model's top quantile ln e is shifted as
-at that quantile). It is monotone in e within a cell, so the order of a
+distributions of the non-empty ones. The map is kept as ``n_quantiles`` pairs of knots
+(ln e of the model, ln e of the data) at common levels P_k = P + (1 - P) k / K,
+k = 0..K-1, of the joint distributions (the atom at zero included), P = max(p0_model,
+p0_data): the knots cover only the part of the model's distribution that the map keeps.
+(The first layout kept K quantiles of each F+ at uniform levels; where the data's
+cell is far emptier than the model's, as the outer cells of low-energy showers are,
+every kept voxel then fell beyond the model's last quantile and received the bottom of
+the data's spectrum: docs/calibration.md. Stored maps of that layout still load and map
+as they did.) Between knots ln e is interpolated linearly; above the last model knot it
+is shifted as at that knot; a voxel below the first model knot is removed when the data
+is the emptier side. It is monotone in e within a cell, so the order of a
 shower's voxels in a cell is kept and only their scale changes. Afterwards every layer
 is rescaled to the energy it had (the layer energies stay the model's own, or the ones a
 composition imposed; voxels the rescale pushes below the threshold go and the layer is
@@ -98,9 +106,21 @@ class VoxelQuantileCalibration(nn.Module):
         self.register_buffer("empty_data", torch.zeros(n_bins, n_cells))
         self.register_buffer("log_q_model", torch.zeros(n_bins, n_cells, n_quantiles))
         self.register_buffer("log_q_data", torch.zeros(n_bins, n_cells, n_quantiles))
+        #: 1: paired knots at common joint levels; 0: the first layout (uniform levels of
+        #: each F+), which checkpoints stored before the paired knots hold
+        self.register_buffer("knot_layout", torch.tensor(1, dtype=torch.int64))
         sizes = torch.bincount(self.layer_of_voxel, minlength=n_layers)
         #: voxels per layer when every layer has as many (layer sums by reshaping)
         self.layer_size = int(sizes[0]) if bool((sizes == sizes[0]).all()) else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # maps stored before the paired knots have no layout tensor: they are layout 0
+        state_dict.setdefault(prefix + "knot_layout", torch.tensor(0, dtype=torch.int64))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def paired_knots(self) -> bool:
+        return int(self.knot_layout) == 1
 
     @classmethod
     def for_geometry(cls, geometry: CylindricalGeometry, *, n_bins: int, n_quantiles: int,
@@ -142,6 +162,8 @@ class VoxelQuantileCalibration(nn.Module):
         qd = self.log_q_data.reshape(-1, kq).to(f64)[row]
         p0m = self.empty_model.reshape(-1).to(f64)[row]
         p0d = self.empty_data.reshape(-1).to(f64)[row]
+        if self.paired_knots:
+            return self._map_paired(lv, qm, qd, p0m, p0d)
         j = torch.searchsorted(qm, lv[:, None]).reshape(-1).clamp(1, kq - 1)
         x0, x1 = qm.gather(1, j[:, None] - 1)[:, 0], qm.gather(1, j[:, None])[:, 0]
         w = ((lv - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0.0, 1.0)
@@ -159,13 +181,46 @@ class VoxelQuantileCalibration(nn.Module):
         out = torch.where(lv > qm[:, -1], out + lv - qm[:, -1], out)
         return out, keep
 
+    @staticmethod
+    def _map_paired(lv: Tensor, qm: Tensor, qd: Tensor, p0m: Tensor,
+                    p0d: Tensor) -> tuple[Tensor, Tensor]:
+        """Layout 1: linear between paired knots (module docstring)."""
+        kq = qm.shape[1]
+        j = torch.searchsorted(qm.contiguous(), lv[:, None].contiguous()).reshape(-1)
+        j = j.clamp(1, kq - 1)
+        x0, x1 = qm.gather(1, j[:, None] - 1)[:, 0], qm.gather(1, j[:, None])[:, 0]
+        w = ((lv - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0.0, 1.0)
+        out = qd.gather(1, j[:, None] - 1)[:, 0] * (1.0 - w) + qd.gather(1, j[:, None])[:, 0] * w
+        out = torch.where(lv > qm[:, -1], qd[:, -1] + lv - qm[:, -1], out)
+        # the data emptier: the first model knot sits at the data's empty fraction
+        keep = (p0d <= p0m) | (lv >= qm[:, 0])
+        return out, keep
+
+    def _cuts(self, qm: Tensor) -> Tensor:
+        """The smallest kept ln e of every row (R,): where p reaches p0_data."""
+        kq = self.n_quantiles
+        p0m = self.empty_model.reshape(-1).to(torch.float64)
+        p0d = self.empty_data.reshape(-1).to(torch.float64)
+        if self.paired_knots:
+            return torch.where(p0d <= p0m, torch.full_like(qm[:, 0], -torch.inf), qm[:, 0])
+        f_cut = (p0d - p0m) / (1.0 - p0m).clamp_min(1e-12)
+        levels = self.levels.to(qm.device)
+        pos_k = (f_cut * kq - 0.5).clamp(0.0, kq - 1.0)
+        i0 = pos_k.floor().long().clamp(0, kq - 2)
+        w = pos_k - i0
+        cut = (qm.gather(1, i0[:, None])[:, 0] * (1 - w)
+               + qm.gather(1, i0[:, None] + 1)[:, 0] * w)
+        cut = torch.where(f_cut <= levels[0], torch.full_like(cut, -torch.inf), cut)
+        return torch.where(f_cut > levels[-1], torch.full_like(cut, torch.inf), cut)
+
     def _tables(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The map of every row on ``_GRID`` points equally spaced in ln e between the
         model's first and last quantile: (lowest ln e (R,), 1 / spacing (R,), the
         smallest kept ln e (R,), ln e' on the grid (R * _GRID,)), float32; rebuilt when
         the buffers change (fit, load, move)."""
         key = tuple((b.data_ptr(), b._version) for b in
-                    (self.log_q_model, self.log_q_data, self.empty_model, self.empty_data))
+                    (self.log_q_model, self.log_q_data, self.empty_model, self.empty_data,
+                     self.knot_layout))
         if getattr(self, "_table_key", None) != key:
             kq, g = self.n_quantiles, _GRID
             qm = self.log_q_model.reshape(-1, kq).to(torch.float64)
@@ -180,17 +235,7 @@ class VoxelQuantileCalibration(nn.Module):
             table = torch.cat([self.map_log_energies(grid[a:a + 65536], rows[a:a + 65536])[0]
                                for a in range(0, len(grid), 65536)])
             # the smallest kept ln e: where p reaches p0_data (the map is monotone)
-            p0m = self.empty_model.reshape(-1).to(torch.float64)
-            p0d = self.empty_data.reshape(-1).to(torch.float64)
-            f_cut = (p0d - p0m) / (1.0 - p0m).clamp_min(1e-12)
-            levels = self.levels.to(qm.device)
-            pos_k = (f_cut * kq - 0.5).clamp(0.0, kq - 1.0)
-            i0 = pos_k.floor().long().clamp(0, kq - 2)
-            w = pos_k - i0
-            cut = (qm.gather(1, i0[:, None])[:, 0] * (1 - w)
-                   + qm.gather(1, i0[:, None] + 1)[:, 0] * w)
-            cut = torch.where(f_cut <= levels[0], torch.full_like(cut, -torch.inf), cut)
-            cut = torch.where(f_cut > levels[-1], torch.full_like(cut, torch.inf), cut)
+            cut = self._cuts(qm)
             self._table = (lo.float(), (1.0 / step).float(), cut.float(), table.float())
             self._table_key = key
         return self._table
@@ -297,7 +342,7 @@ def fit_voxel_quantile_calibration(
     thr = calibration.threshold_mev
     edges = np.quantile(log_e, np.arange(1, n_bins) / n_bins)
     bins = np.searchsorted(edges, log_e, side="right")
-    levels = calibration.levels.numpy()
+    steps = np.arange(k) / k          # the common joint levels are P + (1 - P) * steps
     cell = calibration.cell_of_voxel.numpy()
     n_cells = calibration.empty_data.shape[1]
     floor = np.log(max(thr, 1e-3))
@@ -310,10 +355,21 @@ def fit_voxel_quantile_calibration(
             g, r = g[(g >= thr) & (g > 0)], r[(r >= thr) & (r > 0)]
             n_g, n_r = len(g), len(r)
             size = (rows.sum() * (cell == c).sum())
-            calibration.empty_model[b, c] = 1.0 - n_g / size
-            calibration.empty_data[b, c] = 1.0 - n_r / size
-            qr = np.quantile(np.log(r), levels) if n_r >= _MIN_COUNT else None
-            qg = np.quantile(np.log(g), levels) if n_g >= _MIN_COUNT else None
+            p0m, p0d = 1.0 - n_g / size, 1.0 - n_r / size
+            calibration.empty_model[b, c] = p0m
+            calibration.empty_data[b, c] = p0d
+            qr = qg = None
+            if n_r >= _MIN_COUNT and n_g >= _MIN_COUNT:
+                # knots where the map acts: the joint levels above the larger empty
+                # fraction, read off each side's distribution of non-empty voxels
+                top = max(p0m, p0d)
+                joint = top + (1.0 - top) * steps
+                qg = np.quantile(np.log(g), np.clip((joint - p0m) / (1.0 - p0m), 0.0, 1.0))
+                qr = np.quantile(np.log(r), np.clip((joint - p0d) / (1.0 - p0d), 0.0, 1.0))
+            elif n_g >= _MIN_COUNT:
+                qg = np.quantile(np.log(g), steps)
+            elif n_r >= _MIN_COUNT:
+                qr = np.quantile(np.log(r), steps)
             if qr is None or qg is None:
                 # too few voxels to estimate a map: pass the model's voxels through
                 qr = qg = qg if qg is not None else (qr if qr is not None
@@ -322,4 +378,5 @@ def fit_voxel_quantile_calibration(
             calibration.log_q_model[b, c] = torch.as_tensor(qg)
             calibration.log_q_data[b, c] = torch.as_tensor(qr)
     calibration.log_e_edges.copy_(torch.as_tensor(edges))
+    calibration.knot_layout.fill_(1)
     return calibration
