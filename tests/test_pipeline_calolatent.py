@@ -360,6 +360,24 @@ def test_calibration_stage_is_fitted_last_stored_and_applied(trained, data):
     assert migrated.calibration.showers == 0 and not migrated.calibration.enabled
 
 
+def test_a_run_whose_settings_no_longer_fit_a_kept_stage_is_refused_before_writing(
+        trained, data_file, tmp_path):
+    # refitting the calibration with another layer-network width used to overwrite the
+    # stored config with the run's and leave a directory that no longer loads
+    import shutil
+
+    _, out = trained
+    run = tmp_path / "copy"
+    shutil.copytree(out, run)
+    before = (run / "checkpoint.json").read_bytes()
+    wider = override_config(small_config(), overrides=["layer_model.hidden_dim=96",
+                                                       "calibration.showers=40"])
+    with pytest.raises(ConfigError, match="no longer fit the kept stage 'layer'"):
+        train_pipeline(wider, data_file, run, stages=("calibration",), progress=False)
+    assert (run / "checkpoint.json").read_bytes() == before
+    assert load_generator(run).layer_model is not None
+
+
 def test_baseline_vae_trains_without_a_latent_model(data_file, tmp_path):
     cfg = override_config(get_preset("calolatent-ds2-vae-baseline-tiny"),
                           overrides=micro_overrides(3))

@@ -433,10 +433,23 @@ class Checkpoint:
             try:
                 mod.load_state_dict(sds[name], strict=strict)
             except RuntimeError as exc:
-                raise CheckpointError(
+                detail = _misfit(mod.state_dict(), sds[name], exc)
+                raise WeightsMismatchError(
                     f"weights of module {name!r} (stage {stage!r}) in {self.path} do not fit "
-                    f"the model its config builds: {_misfit(mod.state_dict(), sds[name], exc)}"
+                    f"the model its config builds: {detail}", stage=stage,
+                    detail=detail.replace(_STORED_MISMATCH, ""),
                 ) from exc
+
+
+class WeightsMismatchError(CheckpointError):
+    """A stage's stored weights do not fit the modules the stored config builds."""
+
+    def __init__(self, message: str, *, stage: str, detail: str) -> None:
+        super().__init__(message)
+        self.stage, self.detail = stage, detail
+
+
+_STORED_MISMATCH = "; the stored config does not match the stored weights"
 
 
 def _misfit(expected: Mapping[str, torch.Tensor], stored: Mapping[str, torch.Tensor],
@@ -450,7 +463,7 @@ def _misfit(expected: Mapping[str, torch.Tensor], stored: Mapping[str, torch.Ten
         k = shapes[0]
         more = f" (and {len(shapes) - 1} more tensor(s))" if len(shapes) > 1 else ""
         return (f"{k} is {tuple(stored[k].shape)} in the file but {tuple(expected[k].shape)} "
-                f"in the model{more}; the stored config does not match the stored weights")
+                f"in the model{more}{_STORED_MISMATCH}")
     missing = sorted(set(expected) - set(stored))
     unexpected = sorted(set(stored) - set(expected))
     if missing or unexpected:

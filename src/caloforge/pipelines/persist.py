@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -13,7 +15,24 @@ from ..errors import CheckpointError
 from ..geometry import CylindricalGeometry, PlanarGeometry, named_geometry
 from .registry import config_from_manifest, config_to_manifest
 
-__all__ = ["open_model_checkpoint", "save_model_checkpoint"]
+__all__ = ["open_model_checkpoint", "reading_config", "save_model_checkpoint"]
+
+#: checkpoint directory (real path) -> config that open_model_checkpoint reads instead of
+#: the stored one (see reading_config)
+_CONFIG_INSTEAD: ContextVar[dict[str, Any] | None] = ContextVar("caloforge_config_instead",
+                                                                default=None)
+
+
+@contextmanager
+def reading_config(path: str | os.PathLike, config: Any) -> Iterator[None]:
+    """Within the block, opening the model in ``path`` builds it from ``config`` instead of
+    the stored config, over the stored weights: how a training run checks, before it
+    writes anything, that the stages it keeps still fit its settings."""
+    token = _CONFIG_INSTEAD.set({**(_CONFIG_INSTEAD.get() or {}), os.path.realpath(path): config})
+    try:
+        yield
+    finally:
+        _CONFIG_INSTEAD.reset(token)
 
 
 def save_model_checkpoint(path: str | os.PathLike, config: Any,
@@ -35,7 +54,9 @@ def open_model_checkpoint(path: str | os.PathLike, pipeline: str, *, verify: boo
     the stored geometry is the config's and that every ``required`` stage (a tuple, or a
     function of the config giving one) is trained."""
     ckpt = load_checkpoint(path, verify=verify)
-    _, config = config_from_manifest(ckpt.config, str(path), expect=pipeline)
+    config = (_CONFIG_INSTEAD.get() or {}).get(os.path.realpath(path))
+    if config is None:
+        _, config = config_from_manifest(ckpt.config, str(path), expect=pipeline)
     geometry = ckpt.geometry
     if geometry is None:
         raise CheckpointError(f"checkpoint {path} records no geometry")

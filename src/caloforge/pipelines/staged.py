@@ -237,6 +237,33 @@ def _warn_config_drift(spec, config: Any, stored: dict[str, Any] | None, run: tu
                       f"values where the kept stages depend on them", stacklevel=2)
 
 
+def _refuse_kept_stages_that_no_longer_fit(spec, config: Any, run: tuple[str, ...],
+                                           stored_stages: list[str], out: Path) -> None:
+    """Refuse, before anything is written, a run whose settings build modules that the
+    weights of a stage it keeps do not fit: the directory would take this run's settings
+    and no longer load. Checked by opening the model over the stored weights with this
+    run's config; a directory that cannot be opened as a model yet (stages missing), or
+    whose first misfit is a stage this run retrains, is left to the run."""
+    from ..checkpoints import WeightsMismatchError
+    from .persist import reading_config
+
+    kept = [s for s in stored_stages if s not in run]
+    if not kept:
+        return
+    try:
+        with reading_config(out, config):
+            spec.generator.load(out, verify=False)
+    except WeightsMismatchError as exc:
+        if exc.stage in run:
+            return
+        raise ConfigError(
+            f"this run's settings no longer fit the kept stage {exc.stage!r} of {out} "
+            f"({exc.detail}); pass --set KEY=VALUE with the values it was trained with, or "
+            f"retrain it (--stage {exc.stage})") from None
+    except (CheckpointError, ConfigError):
+        return
+
+
 def train_pipeline(config: Any, data_path: str | os.PathLike, out_dir: str | os.PathLike, *,
                    stages: tuple[str, ...] | None = None, resume: bool = False,
                    progress: bool = True, device: str | None = None,
@@ -300,6 +327,7 @@ def train_pipeline(config: Any, data_path: str | os.PathLike, out_dir: str | os.
                      and not (resume and _stage_done(out, s, trainer_cfgs[s].max_steps))]
         _refuse_stale_dependents(spec, retrained, stages, set(ckpt.stages), out)
         _warn_config_drift(spec, config, ckpt.config, stages, list(ckpt.stages), out)
+        _refuse_kept_stages_that_no_longer_fit(spec, config, stages, list(ckpt.stages), out)
     if spec.prepare is not None:
         spec.prepare(ctx)
 
