@@ -280,8 +280,11 @@ def _fill_samplers(model: CaloClouds2) -> str:
 
 def _calibration_note(model: CaloClouds2) -> str:
     fitted = sorted(k for k, c in model.calibrations.items() if c.fitted)
-    return f"N calibration fitted for {', '.join(fitted)}" if fitted else \
+    note = f"N calibration fitted for {', '.join(fitted)}" if fitted else \
         "N calibration not fitted (identity)"
+    if model.radial_maps:
+        note += f"; radial map for {', '.join(sorted(model.radial_maps))}"
+    return note
 
 
 def small_model(spec: str | os.PathLike | None = None, *, seed: int = 0) -> BenchModel:
@@ -339,16 +342,17 @@ def paper_size_model(source: BenchModel, *, flow: str = "paper", seed: int = 0) 
     costed = CostedShowerFlow(values, big_flow) if flow == "paper" else None
     model = CaloClouds2(config, src.geometry, costed if costed is not None else values,
                         pointwise, distilled, copy.deepcopy(src.calibrations),
-                        copy.deepcopy(src.transforms))
+                        copy.deepcopy(src.transforms), copy.deepcopy(src.radial_maps))
     if big_flow is not None:
         desc = (f"{PAPER_PRESET} size: PointWise Net with random weights ({n_pw:,} "
                 f"parameters; distilled = a copy); N, layer fractions and energies from "
                 f"{source.name}'s trained Shower Flow (BORROWED, its time subtracted) while "
                 f"the paper-size Shower Flow ({_n_params(big_flow):,} parameters, random "
-                f"weights) runs for its cost; {source.name}'s N calibration (BORROWED)")
+                f"weights) runs for its cost; {source.name}'s N calibration and radial "
+                f"map (BORROWED)")
     else:
         desc = (f"{PAPER_PRESET} size: PointWise Net with random weights ({n_pw:,} "
-                f"parameters; distilled = a copy); Shower Flow and N calibration BORROWED "
+                f"parameters; distilled = a copy); Shower Flow, N calibration and radial map BORROWED "
                 f"from {source.name} (the flow's cost is the small flow's, not the paper's)")
     return BenchModel("paper", PAPER_PRESET, model.eval(), desc, trained_n=True,
                       costed_flow=costed)

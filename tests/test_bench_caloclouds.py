@@ -18,6 +18,7 @@ from caloforge.errors import ConfigError
 from caloforge.models import build_model
 from caloforge.pipelines.caloclouds import CaloClouds2, micro_overrides
 from caloforge.pipelines.caloclouds import model as cc_model
+from caloforge.pipelines.caloclouds.radial_map import RadialMap
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_caloclouds.py"
 
@@ -36,8 +37,12 @@ def _micro_model(seed: int = 0) -> CaloClouds2:
     cfg = override_config(get_preset("caloclouds2-ild-tiny"), overrides=micro_overrides())
     torch.manual_seed(seed)
     pw = build_model("pointwise_net", cfg.pointwise)
-    return CaloClouds2(cfg, cfg.planar_geometry(), build_model("shower_flow", cfg.shower_flow),
-                       pw, copy.deepcopy(pw)).eval()
+    g = cfg.planar_geometry()
+    # an identity radial map (equal knots on both sides), so that borrowing can be checked
+    knots = torch.arange(4.0).repeat(g.n_layers, 1, 1)
+    radial = {"distilled": RadialMap(torch.zeros(0), knots, knots)}
+    return CaloClouds2(cfg, g, build_model("shower_flow", cfg.shower_flow), pw,
+                       copy.deepcopy(pw), radial_maps=radial).eval()
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +165,7 @@ def test_parts_leave_the_borrowed_flow_out_of_the_flow_and_the_total(bench, one_
     assert 0 < p["flow_ms"] < 50 and 0 <= p["other_ms"] < 50 and p["total_ms"] < 100
 
 
-def test_paper_size_model_borrows_the_flow_values_and_n_calibration(bench, micro_checkpoint):
+def test_paper_size_model_borrows_the_flow_values_and_calibrations(bench, micro_checkpoint):
     small = bench.small_model(micro_checkpoint)
     assert small.trained_n and small.name == "micro"
     paper = bench.paper_size_model(small, flow="paper")
@@ -171,6 +176,8 @@ def test_paper_size_model_borrows_the_flow_values_and_n_calibration(bench, micro
     for a, b in zip(m.shower_flow.values.parameters(), small.model.shower_flow.parameters()):
         torch.testing.assert_close(a, b)
     assert m.calibrations.keys() == small.model.calibrations.keys()
+    # the radial map is part of generation: borrowed like the N calibration
+    assert small.model.radial_maps and m.radial_maps.keys() == small.model.radial_maps.keys()
     assert m.config.max_points == small.model.config.max_points  # the borrowed flow's range
     assert "BORROWED" in paper.description
     only = bench.paper_size_model(small, flow="borrowed")

@@ -280,10 +280,13 @@ class CaloClouds2(nn.Module):
         if self.distilled is not None:
             out["distill"] = {"target": self.distilled}
         for kind, stage in (("diffusion", "calibrate"), ("distilled", "calibrate_distilled")):
+            fits: dict[str, Any] = {}
             if kind in self.calibrations and self.calibrations[kind].fitted:
-                out[stage] = {"n_calibration": calibration_state(self.calibrations[kind])}
-                if kind in self.radial_maps:
-                    out[stage]["radial_map"] = self.radial_maps[kind].state()
+                fits["n_calibration"] = calibration_state(self.calibrations[kind])
+            if kind in self.radial_maps:
+                fits["radial_map"] = self.radial_maps[kind].state()
+            if fits:
+                out[stage] = fits
         return out
 
     def save(self, path: str | os.PathLike) -> None:
@@ -312,7 +315,8 @@ class CaloClouds2(nn.Module):
         for kind, stage in (("diffusion", "calibrate"), ("distilled", "calibrate_distilled")):
             if stage in ckpt.stages:
                 states = ckpt.state_dicts(stage)
-                calibrations[kind] = calibration_from_state(states["n_calibration"])
+                if "n_calibration" in states:
+                    calibrations[kind] = calibration_from_state(states["n_calibration"])
                 # stages fitted before the radial map existed have none
                 if "radial_map" in states:
                     radial_maps[kind] = _radial_map_from_state(states["radial_map"], path)
