@@ -108,6 +108,26 @@ def test_concat_squash_formula():
     torch.testing.assert_close(layer(h, c), expected)
 
 
+def test_generation_folds_the_context_into_the_weights_with_the_same_result():
+    torch.manual_seed(4)
+    layer = ConcatSquashLinear(3, 2, 5)
+    h, c = torch.randn(4, 6, 3), torch.randn(4, 1, 5)
+    expected = (h @ layer.layer.weight.T + layer.layer.bias) * torch.sigmoid(
+        c @ layer.gate.weight.T + layer.gate.bias
+    ) + c @ layer.shift.weight.T
+    with torch.no_grad():
+        assert layer._folds(h, c)  # 3 inputs < 2 x 6 points: the folded product is cheaper
+        torch.testing.assert_close(layer(h, c), expected)
+        assert not layer._folds(h[:, :1], c)  # one point per shower: the plain form
+        torch.testing.assert_close(layer(h[:, :1], c), expected[:, :1])
+    assert not layer._folds(h, c)  # training keeps the plain form
+    net = PointWiseNet(PointWiseNetConfig(**SMALL))
+    x, c_noise, cond = inputs(n=3, p=40)
+    trained_form = net(x, c_noise, cond).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, c_noise, cond), trained_form)
+
+
 def test_residual_adds_the_input():
     torch.manual_seed(5)
     plain = PointWiseNet(PointWiseNetConfig(**SMALL))

@@ -94,6 +94,14 @@ class ConcatSquashLinear(nn.Module):
     Shapes: h (..., P, in_dim), c (..., 1, context_dim) or broadcastable -> (..., P, out_dim).
     Computing the gate and shift on the (N, 1, context) tensor costs them once per shower,
     not once per point.
+
+    Without autograd (generation), a shower's gate and shift are folded into its own copy
+    of the weights, W' = diag(g) W and b' = g b + s, so each layer is one batched
+    matrix product instead of a product and two passes over the (N, P, out) activations.
+    The result is the same up to rounding; it is used where the copies cost less than
+    the passes they save (in_dim < 2 P), and 5 of the 18 ms of the paper-size network on
+    a 1906-point shower on one CPU thread were those passes. Training keeps the plain
+    form: its backward would need a gradient per shower's weight copy.
     """
 
     def __init__(self, in_dim: int, out_dim: int, context_dim: int) -> None:
@@ -103,7 +111,20 @@ class ConcatSquashLinear(nn.Module):
         self.shift = nn.Linear(context_dim, out_dim, bias=False)
 
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
+        if self._folds(h, c):
+            return self._folded(h, c)
         return self.layer(h) * torch.sigmoid(self.gate(c)) + self.shift(c)
+
+    def _folds(self, h: Tensor, c: Tensor) -> bool:
+        return (not torch.is_grad_enabled() and h.dim() == 3 and c.dim() == 3
+                and c.shape[1] == 1 and c.shape[0] == h.shape[0]
+                and self.layer.in_features < 2 * h.shape[1])
+
+    def _folded(self, h: Tensor, c: Tensor) -> Tensor:
+        g = torch.sigmoid(self.gate(c))  # (N, 1, out)
+        weight = self.layer.weight.t() * g  # (N, in, out): column j scaled by g_j
+        bias = torch.addcmul(self.shift(c), self.layer.bias, g)  # (N, 1, out)
+        return torch.baddbmm(bias, h, weight)
 
 
 class PointWiseNet(nn.Module):
@@ -157,7 +178,8 @@ class PointWiseNet(nn.Module):
         for i, layer in enumerate(self.layers):
             h = layer(h, c)
             if i < last:
-                h = F.leaky_relu(h, cfg.negative_slope)
+                # in place where no graph needs h (generation): one buffer less per layer
+                h = F.leaky_relu(h, cfg.negative_slope, inplace=not torch.is_grad_enabled())
         return x + h if cfg.residual else h
 
     def n_parameters(self) -> int:
