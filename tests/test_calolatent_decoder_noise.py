@@ -200,3 +200,12 @@ def test_adding_a_stage_with_other_settings_names_them(trained, tmp_path):
         train_pipeline(same, tmp / "ds2.h5", tmp_path / "m", stages=("calibration",),
                        progress=False)
     assert not [w for w in caught if "other settings" in str(w.message)]
+    # the settings of the stage the run refits are its own: no warning either
+    refit = override_config(get_preset("calolatent-ds2-tiny"),
+                            overrides=[*micro_overrides(3), "calibration.quantiles=16"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_pipeline(refit, tmp / "ds2.h5", tmp_path / "m", stages=("calibration",),
+                       progress=False)
+    assert not [w for w in caught if "other settings" in str(w.message)]
+    assert load_generator(tmp_path / "m").calibration.n_quantiles == 16

@@ -358,6 +358,15 @@ def test_calibration_stage_is_fitted_last_stored_and_applied(trained, data):
     old["config_version"] = 2
     _, migrated = config_from_manifest(old, "old", expect="calolatent")
     assert migrated.calibration.showers == 0 and not migrated.calibration.enabled
+    # maps fitted before the layer-energy bins were binned in E_inc, and say so
+    assert model.calibration.binning == model.config.calibration.binning == "layer"
+    assert manifest["stages"]["calibration"]["extra"]["binning"] == "layer"
+    old = dict(manifest["config"], config_version=3)
+    old["calibration"] = {k: v for k, v in old["calibration"].items() if k != "binning"}
+    _, migrated = config_from_manifest(old, "old", expect="calolatent")
+    assert migrated.calibration.binning == "incident" and migrated.calibration.enabled
+    with pytest.raises(ConfigError, match="calibration.binning must be one of"):
+        override_config(small_config(), overrides=["calibration.binning=shower"])
 
 
 def test_a_run_whose_settings_no_longer_fit_a_kept_stage_is_refused_before_writing(

@@ -102,6 +102,95 @@ def test_energy_bins_map_each_energy_on_its_own():
     assert error(many) < 0.3 < 0.6 < error(one)
 
 
+def _layered(n, data, seed):
+    """Showers whose layers have energies s ~ logU(1, 100) MeV (the same distribution on
+    both sides, as an energy network gives). The inner cell's voxels are never empty;
+    the model's outer voxels are 5 % empty whatever s, the data's 20 % in layers below
+    10 MeV and 80 % above. A map of absolute energies without the layer's energy removes
+    the smallest voxels, those of the quiet layers: the opposite of the data. Only a map
+    conditioned on the layer's energy gives every layer the data's hits (the map removes
+    hits, it never adds any)."""
+    rng = np.random.default_rng(seed)
+    s = np.exp(rng.uniform(0.0, np.log(100.0), (n, GEO.n_layers)))
+    x = np.exp(rng.standard_normal((n, GEO.n_layers, 2, 2)))   # (shower, layer, alpha, r)
+    empty = np.where(s < 10.0, 0.2, 0.8)[:, :, None] if data else 0.05
+    x[:, :, :, 1][rng.random(x.shape[:3]) < empty] = 0.0
+    x *= (s / x.sum((-1, -2)))[:, :, None, None]
+    e = torch.full((n,), 5e4, dtype=torch.float64)
+    return torch.as_tensor(x.reshape(n, -1), dtype=torch.float32), torch.as_tensor(s), e
+
+
+def test_layer_energy_bins_give_each_layer_the_hits_of_its_energy():
+    model, _, e = _layered(20000, data=False, seed=30)
+    data, _, _ = _layered(20000, data=True, seed=31)
+
+    def fitted(binning):
+        cal = VoxelQuantileCalibration.for_geometry(GEO, n_bins=8, n_quantiles=32,
+                                                    threshold_mev=0.0, binning=binning)
+        return fit_voxel_quantile_calibration(cal, model, data, e)
+
+    by_layer, by_incident = fitted("layer"), fitted("incident")
+    assert by_layer.binning == "layer" and by_incident.binning == "incident"
+    fresh, s, e2 = _layered(4000, data=False, seed=32)
+    low = np.repeat((s < 10.0).numpy(), 4, axis=1)      # voxels of layers below 10 MeV
+    outer = np.tile([False, True], 2 * GEO.n_layers)[None, :]
+
+    def empty(cal):
+        y = cal(fresh, e2).numpy()
+        return (y[low & outer] == 0).mean(), (y[~low & outer] == 0).mean()
+
+    assert empty(by_layer) == pytest.approx((0.2, 0.8), abs=0.04)
+    # a test that can fail: one map for all layer energies misses both
+    low_inc, high_inc = empty(by_incident)
+    assert abs(low_inc - 0.2) > 0.15 and abs(high_inc - 0.8) > 0.15
+    # the layers keep their energies, and the stored binning survives a reload
+    torch.testing.assert_close(by_layer.layer_sums(by_layer(fresh, e2)),
+                               by_layer.layer_sums(fresh), rtol=1e-4, atol=1e-4)
+    again = VoxelQuantileCalibration.for_geometry(GEO, n_bins=8, n_quantiles=32,
+                                                  threshold_mev=0.0)
+    again.load_state_dict(by_layer.state_dict())
+    assert again.binning == "layer"
+    assert torch.equal(again(fresh, e2), by_layer(fresh, e2))
+
+
+def test_layers_quieter_than_any_of_the_datas_are_left_out_of_the_fit():
+    # a model's faint tail layers (tens of keV where the data has nothing) would pile
+    # their voxels into the lowest bin and lower its cut for the quiet layers the data has
+    model, _, e = _layered(5000, data=False, seed=35)
+    data, _, _ = _layered(5000, data=True, seed=36)
+    rng = np.random.default_rng(37)
+    quiet = torch.as_tensor(np.repeat(rng.random((5000, GEO.n_layers)) < 0.3, 4, axis=1))
+    faint = torch.where(quiet, model * 1e-3, model)     # below the data's 1 MeV minimum
+    emptied = torch.where(quiet, torch.zeros_like(model), model)
+
+    def fitted(x):
+        cal = VoxelQuantileCalibration.for_geometry(GEO, n_bins=4, n_quantiles=16,
+                                                    threshold_mev=0.0, binning="layer")
+        return fit_voxel_quantile_calibration(cal, x, data, e)
+
+    with_faint, without = fitted(faint), fitted(emptied)
+    for name in ("empty_model", "log_q_model", "empty_data", "log_q_data", "layer_log_e_edges"):
+        assert torch.equal(getattr(with_faint, name), getattr(without, name)), name
+    # the same layers kept at full strength do count
+    assert not torch.equal(fitted(model).empty_model, without.empty_model)
+
+
+def test_maps_stored_before_the_layer_binning_bin_by_incident_energy():
+    model, e = _voxels(3000, 0.0, 1.0, 0.2, seed=33)
+    data, _ = _voxels(3000, 1.0, 0.5, 0.6, seed=34, energies=e.numpy())
+    cal = _fitted(model, data, e, bins=2, quantiles=8)
+    state = {k: v for k, v in cal.state_dict().items()
+             if k not in ("binning_code", "layer_log_e_edges")}
+    old = VoxelQuantileCalibration.for_geometry(GEO, n_bins=2, n_quantiles=8,
+                                                threshold_mev=THR, binning="layer")
+    old.load_state_dict(state)
+    assert old.binning == "incident"
+    assert torch.equal(old(model[:50], e[:50]), cal(model[:50], e[:50]))
+    with pytest.raises(ConfigError, match="bins by one of"):
+        VoxelQuantileCalibration.for_geometry(GEO, n_bins=2, n_quantiles=8,
+                                              threshold_mev=THR, binning="shower")
+
+
 def test_map_is_the_identity_when_model_and_data_agree():
     x, e = _voxels(20000, 1.0, 1.0, 0.3, seed=7)
     cal = _fitted(x, x, e)

@@ -226,8 +226,11 @@ def _warn_config_drift(spec, config: Any, stored: dict[str, Any] | None, run: tu
                       f"takes this run's settings", stacklevel=2)
         return
     a, b = _flat(config_to_dict(old)), _flat(config_to_dict(config))
+    # a section named after a stage this run trains (``calibration.*`` when it refits the
+    # calibration) belongs to that stage: changing it is the point of the run
     diff = [k for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not k.startswith("training.")]
+            if a.get(k) != b.get(k) and not k.startswith("training.")
+            and k.split(".")[0] not in run]
     if diff:
         shown = ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:4])
         more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""

@@ -21,10 +21,14 @@ import torch
 from ..checkpoints import save_checkpoint
 from ..errors import ConfigError
 from ..geometry import CylindricalGeometry
-from ..transforms.voxel_quantiles import VoxelQuantileCalibration, fit_voxel_quantile_calibration
+from ..transforms.voxel_quantiles import (
+    BINNINGS,
+    VoxelQuantileCalibration,
+    fit_voxel_quantile_calibration,
+)
 from .registry import StageSpec
 
-__all__ = ["NO_CALIBRATION", "VoxelCalibrationConfig", "build_voxel_calibration_stage", "calibration_stage",
+__all__ = ["INCIDENT_BINNING", "NO_CALIBRATION", "VoxelCalibrationConfig", "build_voxel_calibration_stage", "calibration_stage",
            "calibration_threshold", "describe_calibration",
            "load_voxel_calibration"]
 
@@ -41,8 +45,11 @@ class VoxelCalibrationConfig:
     Attributes:
         showers: training showers it is fitted on (the model generates as many); 0 turns
             the stage off and generation returns the model's voxels unmapped.
-        bins: bins of ln E_inc, of equal numbers of showers, each with its own map.
+        bins: energy bins, of equal numbers of showers, each with its own map.
         quantiles: quantiles per (cell, bin) kept of each side's non-empty voxels.
+        binning: what the bins are of: ``"layer"``, the energy of the voxel's own layer
+            in that shower (edges per layer), or ``"incident"``, ln E_inc
+            (docs/calibration.md, 'Bins of the layer energy').
 
     The stage's seed and device are its trainer settings' (``training.calibration`` maps
     to the pipeline's last network stage, see its ``trainer_config``).
@@ -51,6 +58,7 @@ class VoxelCalibrationConfig:
     showers: int = 20000
     bins: int = 8
     quantiles: int = 64
+    binning: str = "layer"
 
     def __post_init__(self) -> None:
         if self.showers < 0:
@@ -58,6 +66,9 @@ class VoxelCalibrationConfig:
         if self.bins < 1 or self.quantiles < 2:
             raise ConfigError(f"calibration.bins must be >= 1 and calibration.quantiles >= 2, "
                               f"got {self.bins} and {self.quantiles}")
+        if self.binning not in BINNINGS:
+            raise ConfigError(f"calibration.binning must be one of {', '.join(BINNINGS)}, "
+                              f"got {self.binning!r}")
         if 0 < self.showers < 2 * self.bins:
             raise ConfigError(f"calibration.showers ({self.showers}) must be at least twice "
                               f"calibration.bins ({self.bins})")
@@ -68,7 +79,10 @@ class VoxelCalibrationConfig:
 
 
 #: the stored form of "no calibration stage", for migrating configs stored before it
-NO_CALIBRATION = {"showers": 0, "bins": 8, "quantiles": 64}
+NO_CALIBRATION = {"showers": 0, "bins": 8, "quantiles": 64, "binning": "incident"}
+
+#: the binning of maps fitted before the layer binning existed, for migrating configs
+INCIDENT_BINNING = "incident"
 
 
 def calibration_threshold(config: Any) -> float:
@@ -82,7 +96,7 @@ def _empty_calibration(config: Any, geometry: CylindricalGeometry) -> VoxelQuant
     c: VoxelCalibrationConfig = config.calibration
     return VoxelQuantileCalibration.for_geometry(
         geometry, n_bins=c.bins, n_quantiles=c.quantiles,
-        threshold_mev=calibration_threshold(config))
+        threshold_mev=calibration_threshold(config), binning=c.binning)
 
 
 def load_voxel_calibration(ckpt, config: Any,
@@ -99,7 +113,8 @@ def describe_calibration(calibration: VoxelQuantileCalibration | None) -> str:
     """One line for ``caloforge info``."""
     if calibration is None:
         return "none (the model's own voxels)"
-    return (f"voxel quantile map ({calibration.n_bins} E_inc bins x "
+    what = "E_inc" if calibration.binning == "incident" else "layer-energy"
+    return (f"voxel quantile map ({calibration.n_bins} {what} bins x "
             f"{calibration.n_quantiles} quantiles per layer and radial bin)")
 
 
@@ -133,7 +148,7 @@ def build_voxel_calibration_stage(ctx) -> None:
     empty_data = float(cal.empty_data.mean())
     save_checkpoint(ctx.out_dir, "calibration", {"calibration": cal}, **ctx.checkpoint_meta(),
                     extra={"showers": int(n), "bins": c.bins, "quantiles": c.quantiles,
-                           "threshold_mev": cal.threshold_mev,
+                           "threshold_mev": cal.threshold_mev, "binning": cal.binning,
                            "empty_fraction_model": empty_gen,
                            "empty_fraction_data": empty_data})
 

@@ -10,7 +10,12 @@ energy, width and centre features and a classifier see.
 
 The calibration maps each generated voxel energy through the model's own distribution
 onto the data's, per cell (layer, radial bin; the angular bins share one map, as the
-geometry is symmetric in angle) and per bin of ln E_inc, including the atom at zero:
+geometry is symmetric in angle) and per energy bin, including the atom at zero. The
+energy bins are bins of ln E_inc (``binning="incident"``) or of the energy of the
+voxel's own layer in that shower, with edges per layer (``binning="layer"``): how many
+cells a layer's energy reaches depends first on that energy, so maps conditioned on it
+keep the link between a layer's energy and its number of hits, and the correlation of
+hit counts between layers that the layer energies carry (docs/calibration.md).
 
     p = p0_model + (1 - p0_model) F_model+(e)          (e > 0; 0 stays 0)
     e' = 0                                             if p < p0_data
@@ -48,11 +53,14 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..geometry import CylindricalGeometry
 
-__all__ = ["VoxelQuantileCalibration", "fit_voxel_quantile_calibration"]
+__all__ = ["BINNINGS", "VoxelQuantileCalibration", "fit_voxel_quantile_calibration"]
 
 #: below this many non-empty voxels a cell's distribution is not estimated: the map
 #: passes the model's voxels of that cell through unchanged (before the layer rescale)
 _MIN_COUNT = 20
+
+#: what the energy bins can be of (the index is the stored ``binning_code``)
+BINNINGS = ("incident", "layer")
 
 #: points per (bin, cell) of the table through which the map is evaluated at generation:
 #: ln e spacing (top - bottom quantile) / 511; where the map bends between two points the
@@ -78,20 +86,25 @@ def _cells(geometry: CylindricalGeometry) -> tuple[Tensor, Tensor, Tensor]:
 
 
 class VoxelQuantileCalibration(nn.Module):
-    """Quantile map of voxel energies per (cell, ln E_inc bin); see the module docstring.
+    """Quantile map of voxel energies per (cell, energy bin); see the module docstring.
 
     Build it for a geometry (:meth:`for_geometry`), then fit it
     (:func:`fit_voxel_quantile_calibration`) or load its buffers from a checkpoint.
     ``forward(showers (N, V) MeV, incident_energy (N,) MeV)`` returns calibrated showers.
+    Which energy the bins are of is stored with the map (buffer ``binning_code``), so a
+    loaded map bins as it was fitted whatever the configuration says.
     """
 
     def __init__(self, n_bins: int, n_quantiles: int, cell_of_voxel: Tensor,
                  layer_of_voxel: Tensor, layer_of_cell: Tensor, n_layers: int,
-                 threshold_mev: float) -> None:
+                 threshold_mev: float, binning: str = "incident") -> None:
         super().__init__()
         if n_bins < 1 or n_quantiles < 2:
             raise ConfigError(f"the voxel calibration needs at least 1 energy bin and 2 "
                               f"quantiles, got {n_bins} and {n_quantiles}")
+        if binning not in BINNINGS:
+            raise ConfigError(f"the voxel calibration bins by one of {', '.join(BINNINGS)}, "
+                              f"got {binning!r}")
         if not threshold_mev >= 0:
             raise ConfigError(f"the voxel calibration's readout threshold must be >= 0, "
                               f"got {threshold_mev} MeV")
@@ -101,7 +114,13 @@ class VoxelQuantileCalibration(nn.Module):
         # derived from the geometry, not stored
         self.register_buffer("cell_of_voxel", cell_of_voxel.long(), persistent=False)
         self.register_buffer("layer_of_voxel", layer_of_voxel.long(), persistent=False)
+        self.register_buffer("layer_of_cell", layer_of_cell.long(), persistent=False)
+        #: 0: bins of ln E_inc (edges ``log_e_edges``); 1: bins of ln E of the voxel's
+        #: layer (edges ``layer_log_e_edges``, one row per layer)
+        self.register_buffer("binning_code", torch.tensor(BINNINGS.index(binning)))
         self.register_buffer("log_e_edges", torch.zeros(n_bins - 1, dtype=torch.float64))
+        self.register_buffer("layer_log_e_edges",
+                             torch.zeros(n_layers, n_bins - 1, dtype=torch.float64))
         self.register_buffer("empty_model", torch.zeros(n_bins, n_cells))
         self.register_buffer("empty_data", torch.zeros(n_bins, n_cells))
         self.register_buffer("log_q_model", torch.zeros(n_bins, n_cells, n_quantiles))
@@ -114,9 +133,30 @@ class VoxelQuantileCalibration(nn.Module):
         self.layer_size = int(sizes[0]) if bool((sizes == sizes[0]).all()) else None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # maps stored before the paired knots have no layout tensor: they are layout 0
+        # maps stored before the paired knots have no layout tensor: they are layout 0;
+        # maps stored before the layer binning bin by E_inc
         state_dict.setdefault(prefix + "knot_layout", torch.tensor(0, dtype=torch.int64))
+        state_dict.setdefault(prefix + "binning_code", torch.tensor(0, dtype=torch.int64))
+        state_dict.setdefault(prefix + "layer_log_e_edges",
+                              torch.zeros_like(self.layer_log_e_edges))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def binning(self) -> str:
+        """What the energy bins are of: ``"incident"`` or ``"layer"`` (module docstring)."""
+        return BINNINGS[int(self.binning_code)]
+
+    def energy_bins(self, x: Tensor, incident_energy: Tensor) -> Tensor:
+        """The energy bin (N, L) of every shower's layers: thresholded showers (N, V) MeV
+        and incident energies (N,) MeV. Under the E_inc binning all layers of a shower
+        share its bin; under the layer binning an empty layer is in bin 0."""
+        e = torch.as_tensor(incident_energy, dtype=torch.float64, device=x.device).reshape(-1)
+        if self.binning == "incident":
+            bins = torch.bucketize(torch.log(e), self.log_e_edges.to(x.device))
+            return bins[:, None].expand(len(x), self.n_layers)
+        log_layer = torch.log(self.layer_sums(x).to(torch.float64))     # -inf: empty layer
+        edges = self.layer_log_e_edges.to(x.device)
+        return torch.searchsorted(edges, log_layer.T.contiguous()).T
 
     @property
     def paired_knots(self) -> bool:
@@ -124,10 +164,10 @@ class VoxelQuantileCalibration(nn.Module):
 
     @classmethod
     def for_geometry(cls, geometry: CylindricalGeometry, *, n_bins: int, n_quantiles: int,
-                     threshold_mev: float) -> VoxelQuantileCalibration:
+                     threshold_mev: float, binning: str = "incident") -> VoxelQuantileCalibration:
         cell_of_voxel, layer_of_voxel, layer_of_cell = _cells(geometry)
         return cls(n_bins, n_quantiles, cell_of_voxel, layer_of_voxel, layer_of_cell,
-                   geometry.n_layers, threshold_mev)
+                   geometry.n_layers, threshold_mev, binning)
 
     @property
     def levels(self) -> Tensor:
@@ -245,11 +285,10 @@ class VoxelQuantileCalibration(nn.Module):
         """The map alone, through the table: voxel energies (N, V) MeV (empty below the
         threshold) -> mapped energies (N, V) float32, before the layers are rescaled."""
         x = x.to(torch.float32)
-        e = torch.as_tensor(incident_energy, dtype=torch.float64, device=x.device).reshape(-1)
         lo, inv_step, cut, table = self._tables()
-        bins = torch.bucketize(torch.log(e), self.log_e_edges.to(x.device))
+        bins = self.energy_bins(x, incident_energy)
         n, vox = torch.nonzero(x, as_tuple=True)
-        row = bins[n] * self.empty_data.shape[1] + self.cell_of_voxel[vox]
+        row = bins[n, self.layer_of_voxel[vox]] * self.empty_data.shape[1] + self.cell_of_voxel[vox]
         lv = torch.log(x[n, vox])
         lo_r, inv_r = lo[row], inv_step[row]
         t = ((lv - lo_r) * inv_r).clamp(0.0, _GRID - 1.0)
@@ -309,10 +348,64 @@ class VoxelQuantileCalibration(nn.Module):
         return y
 
 
-def _cell_values(x: np.ndarray, cell_of_voxel: np.ndarray, n_cells: int) -> list[np.ndarray]:
-    order = np.argsort(cell_of_voxel, kind="stable")
-    bounds = np.searchsorted(cell_of_voxel[order], np.arange(n_cells + 1))
-    return [x[:, order[bounds[c]:bounds[c + 1]]].ravel() for c in range(n_cells)]
+def _bins_for_fit(calibration: VoxelQuantileCalibration, gen: np.ndarray, ref: np.ndarray,
+                  log_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Set the map's edges and return the bin (N, L) of every layer of every generated and
+    reference shower; -1 leaves a layer out of the fit (under the layer binning: an empty
+    layer, which has no voxels to map, and a layer quieter than any of the data's)."""
+    n_bins, n_layers = calibration.n_bins, calibration.n_layers
+    levels = np.arange(1, n_bins) / n_bins
+    if calibration.binning == "incident":
+        edges = np.quantile(log_e, levels)
+        calibration.log_e_edges.copy_(torch.as_tensor(edges))
+        bins = np.searchsorted(edges, log_e, side="right")
+        both = np.repeat(bins[:, None], n_layers, axis=1)
+        return both, both
+    sums = [calibration.layer_sums(torch.as_tensor(x)).double().numpy() for x in (gen, ref)]
+    out = []
+    for layer in range(n_layers):
+        ref_e = sums[1][:, layer]
+        ref_e = ref_e[ref_e > 0]
+        edges = (np.quantile(np.log(ref_e), levels) if len(ref_e)
+                 else np.full(n_bins - 1, np.inf))
+        calibration.layer_log_e_edges[layer] = torch.as_tensor(edges)
+    edges = calibration.layer_log_e_edges.numpy()
+    # a layer quieter than any the data has is left out of the fit: there is nothing to
+    # match it to, and its faint voxels would lower the cut of the quiet layers the data has
+    smallest = [float(np.min(r[r > 0], initial=np.inf)) for r in sums[1].T]
+    for layer_sums in sums:
+        bins = np.full(layer_sums.shape, -1)
+        for layer in range(n_layers):
+            e = layer_sums[:, layer]
+            fit = e >= smallest[layer]
+            bins[fit, layer] = np.searchsorted(edges[layer], np.log(e[fit]), side="left")
+        out.append(bins)
+    return out[0], out[1]
+
+
+def _knots(g: np.ndarray, r: np.ndarray, size_g: int, size_r: int,
+           steps: np.ndarray, floor: float) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """(p0 model, p0 data, model knots, data knots) of one (bin, cell) from its non-empty
+    voxel energies and the number of voxels (empty included) on each side."""
+    n_g, n_r = len(g), len(r)
+    p0m = 1.0 - n_g / size_g if size_g else 1.0
+    p0d = 1.0 - n_r / size_r if size_r else 1.0
+    if n_r >= _MIN_COUNT and n_g >= _MIN_COUNT:
+        # knots where the map acts: the joint levels above the larger empty fraction,
+        # read off each side's distribution of non-empty voxels
+        top = max(p0m, p0d)
+        joint = top + (1.0 - top) * steps
+        qg = np.quantile(np.log(g), np.clip((joint - p0m) / (1.0 - p0m), 0.0, 1.0))
+        qr = np.quantile(np.log(r), np.clip((joint - p0d) / (1.0 - p0d), 0.0, 1.0))
+        return p0m, p0d, qg, qr
+    # too few voxels to estimate a map: pass the model's voxels through
+    if n_g >= _MIN_COUNT:
+        q = np.quantile(np.log(g), steps)
+    elif n_r >= _MIN_COUNT:
+        q = np.quantile(np.log(r), steps)
+    else:
+        q = np.full(len(steps), floor)
+    return p0m, p0m, q, q
 
 
 def fit_voxel_quantile_calibration(
@@ -321,8 +414,9 @@ def fit_voxel_quantile_calibration(
     """Fit ``calibration`` in place from showers (N, V) MeV a model generated at the
     incident energies (N,) MeV of ``reference`` (N, V) MeV, the training showers.
 
-    The energy bins hold equal numbers of showers; both sides are cut at the readout
-    threshold first. Returns ``calibration``.
+    The energy bins hold equal numbers of showers (of reference showers with energy in
+    the layer, under the layer binning); both sides are cut at the readout threshold
+    first. Returns ``calibration``.
     """
     gen = np.asarray(torch.as_tensor(generated).cpu(), dtype=np.float32)
     ref = np.asarray(torch.as_tensor(reference).cpu(), dtype=np.float32)
@@ -340,43 +434,29 @@ def fit_voxel_quantile_calibration(
         raise ConfigError(f"fitting the voxel calibration in {n_bins} energy bins needs at "
                           f"least {2 * n_bins} showers, got {len(gen)}")
     thr = calibration.threshold_mev
-    edges = np.quantile(log_e, np.arange(1, n_bins) / n_bins)
-    bins = np.searchsorted(edges, log_e, side="right")
+    gen[gen < thr] = 0.0
+    ref[ref < thr] = 0.0
+    bins_g, bins_r = _bins_for_fit(calibration, gen, ref, log_e)
     steps = np.arange(k) / k          # the common joint levels are P + (1 - P) * steps
-    cell = calibration.cell_of_voxel.numpy()
-    n_cells = calibration.empty_data.shape[1]
+    cell_of_voxel = calibration.cell_of_voxel.numpy()
+    layer_of_cell = calibration.layer_of_cell.numpy()
     floor = np.log(max(thr, 1e-3))
-    for b in range(n_bins):
-        rows = bins == b
-        if not rows.any():      # discrete energies (ds1): the bin takes all showers
-            rows = np.ones(len(gen), dtype=bool)
-        per_cell = zip(_cell_values(gen[rows], cell, n_cells), _cell_values(ref[rows], cell, n_cells))
-        for c, (g, r) in enumerate(per_cell):
-            g, r = g[(g >= thr) & (g > 0)], r[(r >= thr) & (r > 0)]
-            n_g, n_r = len(g), len(r)
-            size = (rows.sum() * (cell == c).sum())
-            p0m, p0d = 1.0 - n_g / size, 1.0 - n_r / size
-            calibration.empty_model[b, c] = p0m
-            calibration.empty_data[b, c] = p0d
-            qr = qg = None
-            if n_r >= _MIN_COUNT and n_g >= _MIN_COUNT:
-                # knots where the map acts: the joint levels above the larger empty
-                # fraction, read off each side's distribution of non-empty voxels
-                top = max(p0m, p0d)
-                joint = top + (1.0 - top) * steps
-                qg = np.quantile(np.log(g), np.clip((joint - p0m) / (1.0 - p0m), 0.0, 1.0))
-                qr = np.quantile(np.log(r), np.clip((joint - p0d) / (1.0 - p0d), 0.0, 1.0))
-            elif n_g >= _MIN_COUNT:
-                qg = np.quantile(np.log(g), steps)
-            elif n_r >= _MIN_COUNT:
-                qr = np.quantile(np.log(r), steps)
-            if qr is None or qg is None:
-                # too few voxels to estimate a map: pass the model's voxels through
-                qr = qg = qg if qg is not None else (qr if qr is not None
-                                                     else np.full(k, floor))
-                calibration.empty_data[b, c] = calibration.empty_model[b, c]
-            calibration.log_q_model[b, c] = torch.as_tensor(qg)
-            calibration.log_q_data[b, c] = torch.as_tensor(qr)
-    calibration.log_e_edges.copy_(torch.as_tensor(edges))
+    incident = calibration.binning == "incident"
+    for layer in np.unique(layer_of_cell):
+        cells = np.nonzero(layer_of_cell == layer)[0]
+        cols = np.nonzero(np.isin(cell_of_voxel, cells))[0]
+        for b in range(n_bins):
+            sel_g, sel_r = bins_g[:, layer] == b, bins_r[:, layer] == b
+            if incident and not sel_g.any():   # discrete energies (ds1): the bin takes all
+                sel_g = sel_r = np.ones(len(gen), dtype=bool)
+            gen_b, ref_b = gen[sel_g][:, cols], ref[sel_r][:, cols]
+            for c in cells:
+                in_cell = cell_of_voxel[cols] == c
+                g, r = gen_b[:, in_cell].ravel(), ref_b[:, in_cell].ravel()
+                p0m, p0d, qg, qr = _knots(g[g > 0], r[r > 0], len(g), len(r), steps, floor)
+                calibration.empty_model[b, c] = p0m
+                calibration.empty_data[b, c] = p0d
+                calibration.log_q_model[b, c] = torch.as_tensor(qg)
+                calibration.log_q_data[b, c] = torch.as_tensor(qr)
     calibration.knot_layout.fill_(1)
     return calibration

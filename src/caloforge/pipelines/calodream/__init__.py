@@ -6,7 +6,7 @@ Stages, in order: ``energy``, ``vae`` (latent space only), ``shape``, ``bns``,
 """
 
 from ..registry import PipelineSpec, StageSpec, register_pipeline_spec
-from ..voxel_calibration import NO_CALIBRATION, calibration_stage
+from ..voxel_calibration import INCIDENT_BINNING, NO_CALIBRATION, calibration_stage
 from .config import BNSConfig, CaloDREAMConfig, CaloDREAMTraining
 from .model import CaloDREAM, build_calodream_models
 from .presets import CALODREAM_PRESETS
@@ -55,9 +55,13 @@ def _migrate(body: dict, version: int) -> dict:
 
     1 -> 2: the voxel calibration (``calibration``); a model stored before it has no such
     stage, which ``calibration.showers = 0`` says.
+    2 -> 3: the voxel map's bins (``calibration.binning``); a map stored before
+    them is binned in ln E_inc.
     """
     if version <= 1:
         body.setdefault("calibration", dict(NO_CALIBRATION))
+    if version <= 2:
+        body["calibration"].setdefault("binning", INCIDENT_BINNING)
     return body
 
 
@@ -80,7 +84,7 @@ CALODREAM_SPEC = register_pipeline_spec(PipelineSpec(
     trainer_config=trainer_config,
     presets=CALODREAM_PRESETS,
     prepare=prepare,
-    config_version=2,
+    config_version=3,
     migrate=_migrate,
     description="CaloDREAM: transfusion energy network + ViT shape network + bespoke solvers",
 ))

@@ -9,7 +9,7 @@ that generation samples it instead of decoding its mean).
 """
 
 from ..registry import PipelineSpec, StageSpec, register_pipeline_spec
-from ..voxel_calibration import NO_CALIBRATION, calibration_stage
+from ..voxel_calibration import INCIDENT_BINNING, NO_CALIBRATION, calibration_stage
 from .config import CaloLatentConfig, CaloLatentTraining
 from .decoder_noise import DecoderNoise, fit_decoder_noise
 from .model import CaloLatent, CaloLatentTransforms, build_calolatent_models
@@ -67,12 +67,16 @@ def _migrate(body: dict, version: int) -> dict:
     no such stage and decodes the mean, which ``decoder_noise_bins = 0`` says.
     2 -> 3: the voxel calibration (``calibration``); a model stored before it has no such
     stage, which ``calibration.showers = 0`` says.
+    3 -> 4: the voxel map's bins (``calibration.binning``); a map stored before
+    them is binned in ln E_inc.
     """
     if version <= 1:
         body.setdefault("decoder_noise_bins", 0)
         body.setdefault("decoder_noise_showers", 20000)
     if version <= 2:
         body.setdefault("calibration", dict(NO_CALIBRATION))
+    if version <= 3:
+        body["calibration"].setdefault("binning", INCIDENT_BINNING)
     return body
 
 
@@ -97,7 +101,7 @@ CALOLATENT_SPEC = register_pipeline_spec(PipelineSpec(
     trainer_config=trainer_config,
     presets=CALOLATENT_PRESETS,
     prepare=prepare,
-    config_version=3,
+    config_version=4,
     migrate=_migrate,
     description="CaloLatent: layer diffusion + 3-D VAE + latent score-based diffusion",
 ))
