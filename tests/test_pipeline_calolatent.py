@@ -367,6 +367,15 @@ def test_calibration_stage_is_fitted_last_stored_and_applied(trained, data):
     assert migrated.calibration.binning == "incident" and migrated.calibration.enabled
     with pytest.raises(ConfigError, match="calibration.binning must be one of"):
         override_config(small_config(), overrides=["calibration.binning=shower"])
+    # maps fitted before the hit-count map leave the counts alone, and say so
+    assert manifest["stages"]["calibration"]["extra"]["hit_count_bins"] == \
+        model.config.calibration.hit_count_bins > 0
+    old = dict(manifest["config"], config_version=4)
+    old["calibration"] = {k: v for k, v in old["calibration"].items() if k != "hit_count_bins"}
+    _, migrated = config_from_manifest(old, "old", expect="calolatent")
+    assert migrated.calibration.hit_count_bins == 0 and migrated.calibration.enabled
+    with pytest.raises(ConfigError, match="calibration.hit_count_bins must be >= 0"):
+        override_config(small_config(), overrides=["calibration.hit_count_bins=-2"])
 
 
 def test_a_run_whose_settings_no_longer_fit_a_kept_stage_is_refused_before_writing(

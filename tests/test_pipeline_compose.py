@@ -206,8 +206,11 @@ def test_cli_composes_two_checkpoints(ckpts, tmp_path, capsys):
     composed.set_solver("em-2")
     assert composed.shape_model.latent_sampler.name == parse_sde_sampler("em-2").name
     expected = composed.sample(energies, generator=_gen(4)).numpy()
-    np.testing.assert_allclose(data.showers, expected, rtol=1e-6, atol=0)
-    assert not np.allclose(data.showers, default)
+    # float32 rounding differs between the CLI's batched path and this one by a few
+    # 1e-7 relative, which the solve can grow past 1e-6 on some CPUs; another solver or
+    # seed differs at order 1
+    np.testing.assert_allclose(data.showers, expected, rtol=1e-5, atol=0)
+    assert not np.allclose(data.showers, default, rtol=1e-3)
 
 
 # ------------------------------------------------------------------ (4) refusals

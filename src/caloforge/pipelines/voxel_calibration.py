@@ -21,6 +21,7 @@ import torch
 from ..checkpoints import save_checkpoint
 from ..errors import ConfigError
 from ..geometry import CylindricalGeometry
+from ..transforms.layer_hits import fit_layer_hit_count_map
 from ..transforms.voxel_quantiles import (
     BINNINGS,
     VoxelQuantileCalibration,
@@ -28,9 +29,9 @@ from ..transforms.voxel_quantiles import (
 )
 from .registry import StageSpec
 
-__all__ = ["INCIDENT_BINNING", "NO_CALIBRATION", "VoxelCalibrationConfig", "build_voxel_calibration_stage", "calibration_stage",
-           "calibration_threshold", "describe_calibration",
-           "load_voxel_calibration"]
+__all__ = ["INCIDENT_BINNING", "NO_CALIBRATION", "NO_HIT_COUNT_MAP", "VoxelCalibrationConfig",
+           "build_voxel_calibration_stage", "calibration_stage", "calibration_threshold",
+           "describe_calibration", "load_voxel_calibration"]
 
 _log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class VoxelCalibrationConfig:
         binning: what the bins are of: ``"layer"``, the energy of the voxel's own layer
             in that shower (edges per layer), or ``"incident"``, ln E_inc
             (docs/calibration.md, 'Bins of the layer energy').
+        hit_count_bins: bins of each layer's energy in which the number of hits of that
+            layer is mapped onto the training showers' after the voxel map
+            (docs/calibration.md, 'Hits per layer'); 0 leaves the counts to the map.
 
     The stage's seed and device are its trainer settings' (``training.calibration`` maps
     to the pipeline's last network stage, see its ``trainer_config``).
@@ -59,6 +63,7 @@ class VoxelCalibrationConfig:
     bins: int = 8
     quantiles: int = 64
     binning: str = "layer"
+    hit_count_bins: int = 32
 
     def __post_init__(self) -> None:
         if self.showers < 0:
@@ -66,6 +71,9 @@ class VoxelCalibrationConfig:
         if self.bins < 1 or self.quantiles < 2:
             raise ConfigError(f"calibration.bins must be >= 1 and calibration.quantiles >= 2, "
                               f"got {self.bins} and {self.quantiles}")
+        if self.hit_count_bins < 0:
+            raise ConfigError(f"calibration.hit_count_bins must be >= 0, got "
+                              f"{self.hit_count_bins}")
         if self.binning not in BINNINGS:
             raise ConfigError(f"calibration.binning must be one of {', '.join(BINNINGS)}, "
                               f"got {self.binning!r}")
@@ -79,10 +87,14 @@ class VoxelCalibrationConfig:
 
 
 #: the stored form of "no calibration stage", for migrating configs stored before it
-NO_CALIBRATION = {"showers": 0, "bins": 8, "quantiles": 64, "binning": "incident"}
+NO_CALIBRATION = {"showers": 0, "bins": 8, "quantiles": 64, "binning": "incident",
+                  "hit_count_bins": 0}
 
 #: the binning of maps fitted before the layer binning existed, for migrating configs
 INCIDENT_BINNING = "incident"
+
+#: the hit-count bins of maps fitted before the hit-count map existed (none)
+NO_HIT_COUNT_MAP = 0
 
 
 def calibration_threshold(config: Any) -> float:
@@ -96,7 +108,8 @@ def _empty_calibration(config: Any, geometry: CylindricalGeometry) -> VoxelQuant
     c: VoxelCalibrationConfig = config.calibration
     return VoxelQuantileCalibration.for_geometry(
         geometry, n_bins=c.bins, n_quantiles=c.quantiles,
-        threshold_mev=calibration_threshold(config), binning=c.binning)
+        threshold_mev=calibration_threshold(config), binning=c.binning,
+        hit_count_bins=c.hit_count_bins)
 
 
 def load_voxel_calibration(ckpt, config: Any,
@@ -114,8 +127,11 @@ def describe_calibration(calibration: VoxelQuantileCalibration | None) -> str:
     if calibration is None:
         return "none (the model's own voxels)"
     what = "E_inc" if calibration.binning == "incident" else "layer-energy"
+    hits = calibration.hit_counts
+    counts = (f", hits per layer mapped in {hits.n_bins} layer-energy bins" if hits.is_on
+              else "")
     return (f"voxel quantile map ({calibration.n_bins} {what} bins x "
-            f"{calibration.n_quantiles} quantiles per layer and radial bin)")
+            f"{calibration.n_quantiles} quantiles per layer and radial bin{counts})")
 
 
 def build_voxel_calibration_stage(ctx) -> None:
@@ -142,13 +158,23 @@ def build_voxel_calibration_stage(ctx) -> None:
                   disable=not ctx.progress, leave=False)
     generated = torch.cat([generator.sample(energies[lo:lo + _CHUNK], batch_size=_CHUNK,
                                             generator=gen) for lo in chunks])
+    reference = ctx.showers[rows]
     cal = fit_voxel_quantile_calibration(_empty_calibration(config, ctx.geometry), generated,
-                                         ctx.showers[rows], energies)
+                                         reference, energies)
+    if c.hit_count_bins:
+        # the counts are mapped from where the voxel map leaves them
+        mapped = torch.cat([cal(generated[lo:lo + _CHUNK], energies[lo:lo + _CHUNK])
+                            for lo in range(0, n, _CHUNK)])
+        reference = torch.as_tensor(reference, dtype=torch.float32)
+        reference = torch.where(reference < cal.threshold_mev, torch.zeros_like(reference),
+                                reference)
+        fit_layer_hit_count_map(cal.hit_counts, mapped, reference)
     empty_gen = float(cal.empty_model.mean())
     empty_data = float(cal.empty_data.mean())
     save_checkpoint(ctx.out_dir, "calibration", {"calibration": cal}, **ctx.checkpoint_meta(),
                     extra={"showers": int(n), "bins": c.bins, "quantiles": c.quantiles,
                            "threshold_mev": cal.threshold_mev, "binning": cal.binning,
+                           "hit_count_bins": c.hit_count_bins,
                            "empty_fraction_model": empty_gen,
                            "empty_fraction_data": empty_data})
 

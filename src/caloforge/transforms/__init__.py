@@ -16,6 +16,7 @@ from .base import (
 from .compose import Compose
 from .energy import IncidentEnergyScaling
 from .layer_fractions import LayerFractions
+from .layer_hits import LayerHitCountMap, fit_layer_hit_count_map
 from .log import LogTransform
 from .logit import Logit
 from .normalize import ShowerNormalization, layer_energies
@@ -31,6 +32,7 @@ __all__ = [
     "IncidentEnergyScaling",
     "LayerEnergyRatios",
     "LayerFractions",
+    "LayerHitCountMap",
     "LogTransform",
     "Logit",
     "MinMaxScale",
@@ -41,6 +43,7 @@ __all__ = [
     "Standardize",
     "Transform",
     "VoxelQuantileCalibration",
+    "fit_layer_hit_count_map",
     "fit_voxel_quantile_calibration",
     "layer_energies",
     "list_transforms",

@@ -42,6 +42,10 @@ in its largest voxel.
 Fitted after the model's last stage, on showers the model generates at the training
 showers' incident energies against those training showers: the same construction as
 CaloClouds II's calibrations, fitted in voxel space.
+
+Its child ``hit_counts`` (:class:`~caloforge.transforms.layer_hits.LayerHitCountMap`),
+fitted after it on the showers it maps, then sets every layer's number of hits given
+that layer's energy; maps stored before it have it off.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..geometry import CylindricalGeometry
+from .layer_hits import LayerHitCountMap
 
 __all__ = ["BINNINGS", "VoxelQuantileCalibration", "fit_voxel_quantile_calibration"]
 
@@ -97,7 +102,8 @@ class VoxelQuantileCalibration(nn.Module):
 
     def __init__(self, n_bins: int, n_quantiles: int, cell_of_voxel: Tensor,
                  layer_of_voxel: Tensor, layer_of_cell: Tensor, n_layers: int,
-                 threshold_mev: float, binning: str = "incident") -> None:
+                 threshold_mev: float, binning: str = "incident",
+                 hit_count_bins: int = 0) -> None:
         super().__init__()
         if n_bins < 1 or n_quantiles < 2:
             raise ConfigError(f"the voxel calibration needs at least 1 energy bin and 2 "
@@ -131,6 +137,8 @@ class VoxelQuantileCalibration(nn.Module):
         sizes = torch.bincount(self.layer_of_voxel, minlength=n_layers)
         #: voxels per layer when every layer has as many (layer sums by reshaping)
         self.layer_size = int(sizes[0]) if bool((sizes == sizes[0]).all()) else None
+        #: the hit count of every layer, mapped after the voxels (off until fitted)
+        self.hit_counts = LayerHitCountMap(hit_count_bins, self.layer_of_voxel, n_layers)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # maps stored before the paired knots have no layout tensor: they are layout 0;
@@ -164,10 +172,11 @@ class VoxelQuantileCalibration(nn.Module):
 
     @classmethod
     def for_geometry(cls, geometry: CylindricalGeometry, *, n_bins: int, n_quantiles: int,
-                     threshold_mev: float, binning: str = "incident") -> VoxelQuantileCalibration:
+                     threshold_mev: float, binning: str = "incident",
+                     hit_count_bins: int = 0) -> VoxelQuantileCalibration:
         cell_of_voxel, layer_of_voxel, layer_of_cell = _cells(geometry)
         return cls(n_bins, n_quantiles, cell_of_voxel, layer_of_voxel, layer_of_cell,
-                   geometry.n_layers, threshold_mev, binning)
+                   geometry.n_layers, threshold_mev, binning, hit_count_bins)
 
     @property
     def levels(self) -> Tensor:
@@ -310,19 +319,34 @@ class VoxelQuantileCalibration(nn.Module):
             raise ConfigError(f"the voxel calibration needs showers (N, "
                               f"{len(self.cell_of_voxel)}) and N incident energies, got "
                               f"{tuple(x.shape)} and {tuple(e.shape)}")
+        raw = x
         x = torch.where(x < self.threshold_mev, torch.zeros_like(x), x)
         y = self.map_voxels(x, e)
         before = self.layer_sums(x)
-        y = self._rescale(y, before)
-        if self.threshold_mev > 0:
-            # a layer scaled down may leave voxels below the threshold: they go, and the
-            # layer is scaled up again (by a factor >= 1, so no other voxel falls below)
-            y = torch.where(y < self.threshold_mev, torch.zeros_like(y), y)
-            y = self._rescale(y, before)
+        y = self._settle(y, before)
         lost = (self.layer_sums(y) == 0) & (before > 0)
         if bool(lost.any()):
             y = self._restore_lost_layers(x, y, before, lost)
+        if self.hit_counts.is_on:
+            # the model's own energies, below the threshold too, rank the voxels a layer
+            # short of hits gets back
+            edited = self.hit_counts(y, raw, before)
+            # only the layers whose hits changed are rescaled: the others keep their
+            # voxels bit for bit
+            changed = self.layer_sums((edited != y).to(y.dtype)) > 0
+            if bool(changed.any()):
+                y = self._settle(edited, torch.where(changed, before, self.layer_sums(edited)))
         return y.to(showers.dtype)
+
+    def _settle(self, y: Tensor, before: Tensor) -> Tensor:
+        """Rescale every layer to its energy ``before`` (N, L); a layer scaled down may
+        leave voxels below the threshold: they go, and the layer is scaled up again (by a
+        factor >= 1, so no other voxel falls below)."""
+        y = self._rescale(y, before)
+        if self.threshold_mev > 0:
+            y = torch.where(y < self.threshold_mev, torch.zeros_like(y), y)
+            y = self._rescale(y, before)
+        return y
 
     def _rescale(self, y: Tensor, target: Tensor) -> Tensor:
         """Scale every layer of y to the layer energies ``target`` (N, L); a layer of y

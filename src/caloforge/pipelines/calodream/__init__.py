@@ -6,7 +6,12 @@ Stages, in order: ``energy``, ``vae`` (latent space only), ``shape``, ``bns``,
 """
 
 from ..registry import PipelineSpec, StageSpec, register_pipeline_spec
-from ..voxel_calibration import INCIDENT_BINNING, NO_CALIBRATION, calibration_stage
+from ..voxel_calibration import (
+    INCIDENT_BINNING,
+    NO_CALIBRATION,
+    NO_HIT_COUNT_MAP,
+    calibration_stage,
+)
 from .config import BNSConfig, CaloDREAMConfig, CaloDREAMTraining
 from .model import CaloDREAM, build_calodream_models
 from .presets import CALODREAM_PRESETS
@@ -57,11 +62,15 @@ def _migrate(body: dict, version: int) -> dict:
     stage, which ``calibration.showers = 0`` says.
     2 -> 3: the voxel map's bins (``calibration.binning``); a map stored before
     them is binned in ln E_inc.
+    3 -> 4: the hit-count map (``calibration.hit_count_bins``); a map stored
+    before it leaves each layer's number of hits to the voxel map.
     """
     if version <= 1:
         body.setdefault("calibration", dict(NO_CALIBRATION))
     if version <= 2:
         body["calibration"].setdefault("binning", INCIDENT_BINNING)
+    if version <= 3:
+        body["calibration"].setdefault("hit_count_bins", NO_HIT_COUNT_MAP)
     return body
 
 
@@ -84,7 +93,7 @@ CALODREAM_SPEC = register_pipeline_spec(PipelineSpec(
     trainer_config=trainer_config,
     presets=CALODREAM_PRESETS,
     prepare=prepare,
-    config_version=3,
+    config_version=4,
     migrate=_migrate,
     description="CaloDREAM: transfusion energy network + ViT shape network + bespoke solvers",
 ))

@@ -9,7 +9,12 @@ that generation samples it instead of decoding its mean).
 """
 
 from ..registry import PipelineSpec, StageSpec, register_pipeline_spec
-from ..voxel_calibration import INCIDENT_BINNING, NO_CALIBRATION, calibration_stage
+from ..voxel_calibration import (
+    INCIDENT_BINNING,
+    NO_CALIBRATION,
+    NO_HIT_COUNT_MAP,
+    calibration_stage,
+)
 from .config import CaloLatentConfig, CaloLatentTraining
 from .decoder_noise import DecoderNoise, fit_decoder_noise
 from .model import CaloLatent, CaloLatentTransforms, build_calolatent_models
@@ -69,6 +74,8 @@ def _migrate(body: dict, version: int) -> dict:
     stage, which ``calibration.showers = 0`` says.
     3 -> 4: the voxel map's bins (``calibration.binning``); a map stored before
     them is binned in ln E_inc.
+    4 -> 5: the hit-count map (``calibration.hit_count_bins``); a map stored
+    before it leaves each layer's number of hits to the voxel map.
     """
     if version <= 1:
         body.setdefault("decoder_noise_bins", 0)
@@ -77,6 +84,8 @@ def _migrate(body: dict, version: int) -> dict:
         body.setdefault("calibration", dict(NO_CALIBRATION))
     if version <= 3:
         body["calibration"].setdefault("binning", INCIDENT_BINNING)
+    if version <= 4:
+        body["calibration"].setdefault("hit_count_bins", NO_HIT_COUNT_MAP)
     return body
 
 
@@ -101,7 +110,7 @@ CALOLATENT_SPEC = register_pipeline_spec(PipelineSpec(
     trainer_config=trainer_config,
     presets=CALOLATENT_PRESETS,
     prepare=prepare,
-    config_version=4,
+    config_version=5,
     migrate=_migrate,
     description="CaloLatent: layer diffusion + 3-D VAE + latent score-based diffusion",
 ))
